@@ -1,0 +1,138 @@
+"""PromQL building blocks and a small Prometheus HTTP API client.
+
+The expressions here are the ones every reader of redline's data shares (the demo,
+``redline top``, the tests), so a p95 means the same thing everywhere: a
+``histogram_quantile`` over the *native* histogram that the Prometheus OTLP receiver
+stores for redline's exponential histograms.
+
+Example::
+
+    prom = PrometheusClient("http://127.0.0.1:9090")
+    p95 = prom.scalar(quantile(0.95, METRICS.OPERATION_DURATION, window="1m"))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import httpx
+
+from redline.semconv import METRICS, MetricSpec
+
+__all__ = [
+    "PrometheusClient",
+    "PrometheusError",
+    "selector",
+    "in_flight",
+    "quantile",
+    "rate",
+    "retries_per_second",
+]
+
+
+def selector(**labels: str | None) -> str:
+    """A label selector body; ``None`` values are left out, values are quoted safely."""
+    parts = []
+    for key, value in labels.items():
+        if value is None:
+            continue
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        parts.append(f'{key}="{escaped}"')
+    return ",".join(parts)
+
+
+def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT) -> str:
+    """Concurrency level: the in-flight gauge summed over every process and label."""
+    return f"sum({spec.prom}{{{sel}}})"
+
+
+def quantile(q: float, spec: MetricSpec, window: str = "1m", sel: str = "") -> str:
+    """``q``-quantile over a native histogram, all series of the selector aggregated."""
+    return f"histogram_quantile({q}, sum(rate({spec.prom}{{{sel}}}[{window}])))"
+
+
+def rate(spec: MetricSpec, window: str = "1m", sel: str = "") -> str:
+    """Per-second rate of a counter, or of a native histogram's observation count."""
+    if spec.exponential:
+        return f"sum(histogram_count(rate({spec.prom}{{{sel}}}[{window}])))"
+    return f"sum(rate({spec.prom}{{{sel}}}[{window}]))"
+
+
+def retries_per_second(window: str = "1m", sel: str = "") -> str:
+    return rate(METRICS.RETRIES, window, sel)
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus could not be reached or refused a query."""
+
+
+@dataclass
+class Sample:
+    labels: dict[str, str]
+    value: float
+
+
+class PrometheusClient:
+    """Instant and range queries against Prometheus' HTTP API.
+
+    Example::
+
+        prom = PrometheusClient("http://127.0.0.1:9090")
+        prom.scalar('sum(redline_client_requests_in_flight)')
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PrometheusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict) -> dict:
+        try:
+            resp = self._http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable: {exc}") from exc
+        try:
+            body = resp.json()
+        except ValueError:
+            raise PrometheusError(
+                f"Prometheus at {self.url} answered {resp.status_code} with non-JSON") from None
+        if body.get("status") != "success":
+            raise PrometheusError(
+                f"query {params.get('query')!r} failed: {body.get('errorType')}: "
+                f"{body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str, time: float | None = None) -> list[Sample]:
+        """Instant vector query; native-histogram results are skipped (use quantiles)."""
+        params = {"query": expr}
+        if time is not None:
+            params["time"] = f"{time:.3f}"
+        data = self._get("/api/v1/query", params)
+        if data["resultType"] == "scalar":
+            return [Sample({}, float(data["result"][1]))]
+        return [Sample(r["metric"], float(r["value"][1])) for r in data["result"] if "value" in r]
+
+    def scalar(self, expr: str, time: float | None = None) -> float | None:
+        """The single value of a query, ``None`` when it returns nothing or NaN."""
+        samples = self.query(expr, time)
+        if not samples:
+            return None
+        value = samples[0].value
+        return None if math.isnan(value) else value
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        data = self._get("/api/v1/query_range", {
+            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"})
+        return data["result"]
+
+    def alerts(self) -> list[dict]:
+        return self._get("/api/v1/alerts", {})["alerts"]
