@@ -75,6 +75,9 @@ class Match(_Strict):
     service: str | None = None
     server_address: str | None = None
     model: str | None = None
+    gpu_job: str | None = Field(
+        None, description="Prometheus job of this target's GPU metrics (redline's NVML "
+        "service.name or the DCGM exporter's scrape job); default: service, else every GPU.")
 
 
 class Slo(_Strict):
@@ -92,6 +95,16 @@ class Durations(_Strict):
     absent: PromDuration = "2m"
     predict_window: PromDuration = "10m"
     predict_horizon: PromDuration = "15m"
+    absent_lookback: PromDuration = Field(
+        "6h", description="Telemetry-absent fires only for targets that reported within this "
+        "window, so an empty Prometheus (a fresh install, a test) stays silent.")
+
+    @model_validator(mode="after")
+    def _lookback_longer(self) -> Durations:
+        if duration_seconds(self.absent_lookback) <= duration_seconds(self.absent):
+            raise ValueError(f"absent_lookback ({self.absent_lookback}) must be longer than "
+                             f"absent ({self.absent})")
+        return self
 
 
 class LimiterSettings(_Strict):
@@ -119,6 +132,12 @@ class Target(_Strict):
     retry_storm_ratio: float = Field(
         0.1, gt=0, le=1, description="Retries per request above which a retry storm is declared.")
     gpu_utilization_ceiling: float = Field(0.95, gt=0, le=1)
+    predict_floor_fraction: float = Field(
+        0.5, gt=0, lt=1, description="The saturation forecast only alerts at or above this "
+        "fraction of the knee, so a ramp from idle does not warn.")
+    work_conserving_violation_ratio: float = Field(
+        0.05, gt=0, le=1, description="Fraction of time the limiter may hold requests queued "
+        "while slots are free before the work-conserving alert fires.")
     limiter: LimiterSettings = LimiterSettings()
 
     @model_validator(mode="after")
@@ -127,7 +146,15 @@ class Target(_Strict):
             raise ValueError(
                 f"warn_fraction ({self.warn_fraction}) must be below page_fraction "
                 f"({self.page_fraction})")
+        if self.predict_floor_fraction >= self.page_fraction:
+            raise ValueError(
+                f"predict_floor_fraction ({self.predict_floor_fraction}) must be below "
+                f"page_fraction ({self.page_fraction})")
         return self
+
+    @property
+    def predict_floor_concurrency(self) -> float:
+        return round(self.saturation_concurrency * self.predict_floor_fraction, 3)
 
     @property
     def warn_concurrency(self) -> float:
@@ -153,9 +180,13 @@ class _Secret(_Strict):
 
 
 class WebhookReceiver(_Secret):
+    """A plain webhook. ``compose_url`` is its address from inside docker compose
+    (default: ``url`` with a loopback host replaced by ``host.docker.internal``)."""
+
     type: Literal["webhook"]
     name: str
     url: str = Field(pattern=r"^https?://")
+    compose_url: str | None = Field(None, pattern=r"^https?://")
 
 
 class PagerDutyReceiver(_Secret):
@@ -196,6 +227,9 @@ class Pager(_Strict):
     group_wait: PromDuration = "5s"
     group_interval: PromDuration = "1m"
     repeat_interval: PromDuration = "4h"
+    secrets_dir: str = Field(
+        ".cache/secrets", description="Where the native Alertmanager reads secrets given as "
+        "*_env (rendered there by `redline rules --render-secrets`); relative to its cwd.")
 
     @model_validator(mode="after")
     def _known_receivers(self) -> Pager:

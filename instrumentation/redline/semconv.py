@@ -54,6 +54,7 @@ class Attr:
     HW_VENDOR = "hw.vendor"
     HW_GPU_TASK = "hw.gpu.task"
     HW_LIMIT_TYPE = "hw.limit_type"
+    HW_TYPE = "hw.type"  # "gpu" on hw.power / hw.temperature, which any hardware may emit
 
 
 def prom_label(attr: str) -> str:
@@ -73,6 +74,14 @@ class Kind(str, Enum):
 LATENCY_MAX_SIZE = 160
 LATENCY_MAX_SCALE = 20
 
+# GenAI semantic-convention bucket advice (explicit-bucket fallback only).
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92)
+CHUNK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                 5.0, 7.5, 10.0)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864)
+
 _MODEL_ATTRS = (Attr.OPERATION, Attr.PROVIDER, Attr.REQUEST_MODEL, Attr.SERVER_ADDRESS,
                 Attr.SERVER_PORT)
 
@@ -89,6 +98,9 @@ class MetricSpec:
     exponential: bool = False  # latency histograms: base-2 exponential -> native histogram
     semconv: bool = False  # name taken from the OpenTelemetry semantic conventions
     extra: dict[str, str] = field(default_factory=dict)
+    # explicit-bucket advice, used only where no exponential View applies (e.g. a
+    # MeterProvider configured by someone else); GenAI semconv advice where it exists
+    buckets: tuple[float, ...] | None = None
 
     @property
     def prom(self) -> str:
@@ -118,19 +130,21 @@ class METRICS:
     OPERATION_DURATION = _m(
         "gen_ai.client.operation.duration", "s", Kind.HISTOGRAM,
         "End-to-end duration of a model call, from the call to the last chunk, retries included.",
-        _MODEL_ATTRS + (Attr.ERROR_TYPE, Attr.STREAMING), exponential=True, semconv=True)
+        _MODEL_ATTRS + (Attr.ERROR_TYPE, Attr.STREAMING), exponential=True,
+        buckets=DURATION_BUCKETS, semconv=True)
     TIME_TO_FIRST_CHUNK = _m(
         "gen_ai.client.operation.time_to_first_chunk", "s", Kind.HISTOGRAM,
         "Time from the call (before the first attempt is sent) to the first content chunk.",
-        _MODEL_ATTRS, exponential=True, semconv=True)
+        _MODEL_ATTRS, exponential=True, buckets=DURATION_BUCKETS, semconv=True)
     TIME_PER_OUTPUT_CHUNK = _m(
         "gen_ai.client.operation.time_per_output_chunk", "s", Kind.HISTOGRAM,
-        "Time between consecutive output chunks of a streamed response.",
-        _MODEL_ATTRS, exponential=True, semconv=True)
+        "Mean time between consecutive content chunks of a streamed response, after the "
+        "first (one sample per call, like vLLM's time per output token).",
+        _MODEL_ATTRS, exponential=True, buckets=CHUNK_BUCKETS, semconv=True)
     TOKEN_USAGE = _m(
         "gen_ai.client.token.usage", "{token}", Kind.HISTOGRAM,
         "Tokens per call, by gen_ai.token.type (input or output).",
-        _MODEL_ATTRS + (Attr.TOKEN_TYPE,), exponential=True, semconv=True)
+        _MODEL_ATTRS + (Attr.TOKEN_TYPE,), exponential=True, buckets=TOKEN_BUCKETS, semconv=True)
 
     # --- redline: concurrency ---------------------------------------------------------
     REQUESTS_IN_FLIGHT = _m(
@@ -144,10 +158,12 @@ class METRICS:
         "Tool calls running.", (Attr.TOOL_NAME,))
     SESSION_DURATION = _m(
         "redline.agent.session.duration", "s", Kind.HISTOGRAM,
-        "Duration of an agent session.", (Attr.AGENT_NAME, Attr.ERROR_TYPE), exponential=True)
+        "Duration of an agent session.", (Attr.AGENT_NAME, Attr.ERROR_TYPE),
+        exponential=True, buckets=DURATION_BUCKETS)
     TOOL_CALL_DURATION = _m(
         "redline.tool.call.duration", "s", Kind.HISTOGRAM,
-        "Duration of a tool call.", (Attr.TOOL_NAME, Attr.ERROR_TYPE), exponential=True)
+        "Duration of a tool call.", (Attr.TOOL_NAME, Attr.ERROR_TYPE),
+        exponential=True, buckets=DURATION_BUCKETS)
 
     # --- redline: requests, attempts, retries, errors ---------------------------------
     REQUESTS = _m(
@@ -166,11 +182,18 @@ class METRICS:
     ATTEMPT_DURATION = _m(
         "redline.client.attempt.duration", "s", Kind.HISTOGRAM,
         "Duration of a single HTTP attempt (operation duration includes retries; this does not).",
-        _MODEL_ATTRS + (Attr.ATTEMPT_CAUSE,), exponential=True)
+        _MODEL_ATTRS + (Attr.ATTEMPT_CAUSE,),
+        exponential=True, buckets=DURATION_BUCKETS)
     RETRY_BACKOFF = _m(
         "redline.client.retry.backoff", "s", Kind.HISTOGRAM,
         "Backoff waited before a retry (Retry-After honoured when the server sent one).",
-        _MODEL_ATTRS + (Attr.ATTEMPT_CAUSE,), exponential=True)
+        _MODEL_ATTRS + (Attr.ATTEMPT_CAUSE,),
+        exponential=True, buckets=DURATION_BUCKETS)
+    RETRY_AFTER = _m(
+        "redline.client.retry_after", "s", Kind.HISTOGRAM,
+        "Retry-After (or retry-after-ms) the server sent with a failed attempt.",
+        _MODEL_ATTRS + (Attr.ATTEMPT_CAUSE,),
+        exponential=True, buckets=DURATION_BUCKETS)
     INSTRUMENTATION_ERRORS = _m(
         "redline.instrumentation.errors", "{error}", Kind.COUNTER,
         "Exceptions raised inside redline's own code and swallowed (never seen by the app).",
@@ -188,7 +211,9 @@ class METRICS:
         "Configured in-flight cap.", (Attr.TARGET, Attr.POOL))
     LIMITER_QUEUE_WAIT = _m(
         "redline.limiter.queue.wait", "s", Kind.HISTOGRAM,
-        "Time from queued_at to admitted_at.", (Attr.TARGET, Attr.POOL), exponential=True)
+        "Time from queued_at to admitted_at, for requests that had to queue (an immediate "
+        "admission is counted in redline.limiter.admissions only).",
+        (Attr.TARGET, Attr.POOL), exponential=True)
     LIMITER_ADMISSIONS = _m(
         "redline.limiter.admissions", "{request}", Kind.COUNTER,
         "Requests admitted to a slot.", (Attr.TARGET, Attr.POOL))

@@ -1,0 +1,91 @@
+"""Shared fixtures.
+
+``stack``: the real native stack (Collector, Prometheus, Alertmanager, pager), built
+if needed and started once per session. Tests that use it carry ``@pytest.mark.stack``.
+
+Several pytest sessions may share the one stack on the default ports (engineers run
+suites side by side). Each session holds a lease file in ``.cache/stack/leases/``
+while it uses the stack; the last session to leave stops it, but only if a fixture
+started it. A stack started by hand (``redline stack up``) is always left running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from redline.stack import Ports, Stack, StackError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def stack_binaries(repo_root: Path) -> Path:
+    """Build the stack's binaries unless they are up to date; returns ``.cache/bin``.
+
+    Skips only when Go is not installed: without it the binaries cannot be built here.
+    A build that fails for any other reason fails the tests that need it.
+    """
+    if shutil.which("go") is None:
+        pytest.skip("`go` is not on PATH, so the Collector/Prometheus/Alertmanager cannot be built")
+    try:
+        for _ in Stack(repo_root).build():
+            pass
+    except StackError as exc:
+        pytest.fail(f"building the stack failed:\n{exc}")
+    return repo_root / ".cache" / "bin"
+
+
+def _live_leases(leases: Path) -> list[Path]:
+    live = []
+    for lease in leases.glob("*"):
+        if Path(f"/proc/{lease.name}").exists():
+            live.append(lease)
+        else:  # a session that crashed without cleaning up
+            lease.unlink(missing_ok=True)
+    return live
+
+
+@pytest.fixture(scope="session")
+def stack(stack_binaries: Path, repo_root: Path) -> Iterator[Stack]:
+    """The native stack on its default ports, up and ready for the whole session."""
+    running = Stack(repo_root)
+    leases = running.state_dir / "leases"
+    leases.mkdir(parents=True, exist_ok=True)
+    mine = leases / str(os.getpid())
+    mine.touch()
+    started_by_fixture = running.state_dir / "started-by-test-fixture"
+    try:
+        if running.up():
+            started_by_fixture.touch()
+        yield running
+    finally:
+        mine.unlink(missing_ok=True)
+        if not _live_leases(leases) and started_by_fixture.exists():
+            started_by_fixture.unlink(missing_ok=True)
+            running.down()
+
+
+def free_ports() -> Ports:
+    """A Ports set of currently free ephemeral ports, for a second, throwaway stack."""
+    socks = []
+    try:
+        for _ in range(7):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        numbers = [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    return Ports(*numbers)

@@ -1,0 +1,1 @@
+"""Fakes for what cannot run on a test machine (each named as a fake)."""

@@ -1,0 +1,124 @@
+"""``configure_telemetry``: the OTEL_* environment, redline's defaults, idempotence.
+
+The global ``MeterProvider`` can be set once per process, so what touches it runs in a
+subprocess; the environment parsing is checked in-process on the helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+from redline import telemetry
+from redline.semconv import LATENCY_MAX_SCALE, LATENCY_MAX_SIZE, METRICS
+
+OTEL_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+             "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+             "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_METRIC_EXPORT_INTERVAL")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in OTEL_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_defaults_point_at_the_local_collector_over_grpc():
+    exporter = telemetry._exporter(None)
+    assert isinstance(exporter, Grpc)
+    assert exporter._endpoint == "127.0.0.1:4317"
+    assert exporter._insecure
+    assert telemetry._interval_ms(None) == 5000
+
+
+def test_standard_env_vars_are_honoured(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "1234")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod")
+    exporter = telemetry._exporter(None)
+    assert isinstance(exporter, Http)
+    assert exporter._endpoint == "http://collector:4318/v1/metrics"
+    assert telemetry._interval_ms(None) == 1234
+    assert telemetry._interval_ms(500) == 500  # an explicit argument wins
+    res = telemetry._resource(None).attributes
+    assert res["service.name"] == "checkout"
+    assert res["deployment.environment"] == "prod"
+    assert len(res["service.instance.id"]) == 36  # a uuid
+
+
+def test_signal_specific_endpoint_and_explicit_arguments(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4318/custom/path")
+    assert telemetry._exporter(None)._endpoint == "http://c:4318/custom/path"
+    assert telemetry._exporter("http://other:4318")._endpoint == "http://other:4318/v1/metrics"
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=pod-7")
+    assert telemetry._resource("svc").attributes["service.instance.id"] == "pod-7"
+    assert telemetry._resource("svc").attributes["service.name"] == "svc"
+
+
+def test_unknown_protocol_is_an_actionable_error(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP"):
+        telemetry._exporter(None)
+
+
+def test_every_latency_histogram_gets_an_exponential_view():
+    views = telemetry.latency_views()
+    names = {v._instrument_name for v in views}
+    assert names == {m.name for m in METRICS.all() if m.exponential}
+    agg = views[0]._aggregation
+    assert isinstance(agg, ExponentialBucketHistogramAggregation)
+    assert (agg._max_size, agg._max_scale) == (LATENCY_MAX_SIZE, LATENCY_MAX_SCALE)
+
+
+def _run(code: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in OTEL_VARS}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=60, env={**clean, **env})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_configure_is_idempotent_and_sets_the_global_provider():
+    got = _run("""
+        import json, redline
+        from opentelemetry import metrics
+        from redline.instruments import get_instruments
+        p1 = redline.configure_telemetry(service_name="svc", export_interval_ms=60000)
+        p2 = redline.configure_telemetry()
+        reader = p1._metric_readers[0]
+        out = dict(same=p1 is p2, is_global=metrics.get_meter_provider() is p1,
+                   interval=reader._export_interval_millis,
+                   instance=p1._sdk_config.resource.attributes.get("service.instance.id"),
+                   name=p1._sdk_config.resource.attributes.get("service.name"),
+                   views=len(p1._sdk_config.views),
+                   instruments=get_instruments() is get_instruments(p1))
+        redline.shutdown_telemetry()
+        print(json.dumps(out))
+    """)
+    assert got["same"] and got["is_global"] and got["instruments"]
+    assert got["interval"] == 60000 and got["name"] == "svc" and got["instance"]
+    assert got["views"] == sum(1 for m in METRICS.all() if m.exponential)
+
+
+def test_an_existing_global_provider_is_used_as_is():
+    got = _run("""
+        import json, redline
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        mine = MeterProvider()
+        metrics.set_meter_provider(mine)
+        print(json.dumps(dict(same=redline.configure_telemetry() is mine)))
+        redline.shutdown_telemetry()
+    """)
+    assert got["same"]
