@@ -159,8 +159,8 @@ def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
 def step_table(rows: list[StepResult], target: Target) -> Table:
     table = Table(title=f"redline demo — target {target.name!r}, knee configured at "
                         f"{target.saturation_concurrency:g} in flight")
-    for col in ("agents", "requests", "in-flight", "p95 latency", "p95 TTFT", "req/s",
-                "retries/s", "headroom"):
+    for col in ("agents", "calls", "in flight", "p95 lat", "p95 TTFT", "req/s",
+                "retry/s", "headroom"):
         table.add_column(col, justify="right")
     for r in rows:
         headroom = None if r.in_flight is None else 1 - r.in_flight / target.saturation_concurrency
@@ -181,7 +181,10 @@ async def run_steps(url: str, prom: promql.PrometheusClient, settings: DemoSetti
 
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-not-a-secret",
                                 max_retries=2)
-    sel = promql.selector(gen_ai_request_model=settings.model)
+    # only this app's series: a killed process leaves its last in-flight value in
+    # Prometheus until the 5-minute lookback expires
+    sel = promql.selector(job=os.environ["OTEL_SERVICE_NAME"],
+                          gen_ai_request_model=settings.model)
     rows: list[StepResult] = []
     levels = settings.levels or ramp_levels(settings.slots)
     try:

@@ -14,7 +14,7 @@ Exponential histograms arrive as native histograms, so they have no ``_bucket`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "Attr",
@@ -62,7 +62,7 @@ def prom_label(attr: str) -> str:
     return attr.replace(".", "_")
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     HISTOGRAM = "histogram"
     COUNTER = "counter"
     UPDOWN = "updowncounter"
@@ -259,5 +259,6 @@ def metrics_markdown_table() -> str:
     for m in METRICS.all():
         kind = m.kind.value + (" (exponential)" if m.exponential else "")
         attrs = ", ".join(f"`{a}`" for a in m.attributes)
-        rows.append(f"| `{m.name}` | `{m.prom}` | {kind} | `{m.unit}` | {attrs} | {m.description} |")
+        rows.append(
+            f"| `{m.name}` | `{m.prom}` | {kind} | `{m.unit}` | {attrs} | {m.description} |")
     return "\n".join(rows)

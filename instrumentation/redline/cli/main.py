@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # one line per HTTP request drowns the output the user asked for
+        for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except CliError as exc:
