@@ -35,6 +35,7 @@ lint: venv
 generate: venv
 	$(BIN)/redline rules
 	$(BIN)/redline dashboards
+	$(BIN)/redline docs
 
 bench: stack
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -288,9 +288,10 @@ def test_mix_file(tmp_path: Path) -> None:
 
 
 def test_bucket_by_concurrency() -> None:
-    pairs = [(0.2, 9.0), (1.1, 0.2), (0.9, 0.3), (1.4, 0.1), (2.6, 0.5), (3.0, 0.7),
-             (3.2, 0.9), (2.0, float("nan"))]
-    assert bucket_by_concurrency(pairs, min_samples=2) == ([1, 3], [0.2, 0.7], [3, 3])
+    rows = [(0.2, 9.0, 1), (1.1, 0.2, 4), (0.9, 0.3, 5), (1.4, 0.1, 6), (2.6, 0.5, 7),
+            (3.0, 0.7, 8), (3.2, 0.9, 9), (2.0, float("nan"), 1)]
+    assert bucket_by_concurrency(rows, min_samples=2) == (
+        [1, 3], [[0.2, 0.7], [5, 8]], [3, 3])
 
 
 # --- report ---------------------------------------------------------------------------

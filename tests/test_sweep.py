@@ -284,9 +284,11 @@ def test_live_knee_from_prometheus(stack, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "redline", "knee", "--prometheus", stack.prometheus_url,
          "--selector", f'job="{service}"', "--window", window, "--step", "1s",
-         "--rate-window", "4s", "--min-samples", "2", "--json"],
+         "--rate-window", "4s", "--min-samples", "3", "--json"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     est = json.loads(proc.stdout)
-    assert len(est["levels"]) >= 5, est
-    assert est["knee"] is not None and 6 <= est["knee"] <= 10, est
+    assert {1, 2, 4, 8, 16} <= set(est["levels"]), est
+    # Live data is thinner than a sweep (8 s per level, 4 s rate windows, levels mixed at
+    # each change), so this checks the pipeline and the method, at +-50%.
+    assert est["knee"] is not None and 4 <= est["knee"] <= 12, est

@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump(est.to_dict(), sys.stdout, indent=2)
         print()
     else:
-        for level, p95, n in zip(est.levels, est.p95, est.samples, strict=True):
-            print(f"  concurrency {level:>5}: p95 {p95:.3f} s  ({n} samples)")
+        for level, p95, thr, n in zip(est.levels, est.p95, est.throughput, est.samples,
+                                      strict=True):
+            print(f"  concurrency {level:>5}: p95 {p95:.3f} s  {thr:8.2f} req/s  ({n} samples)")
         print(f"knee (saturation_concurrency): {'none' if est.knee is None else f'{est.knee:g}'}")
         if est.note:
             print(f"note: {est.note}")

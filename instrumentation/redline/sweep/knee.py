@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from redline.sweep.stats import StepStats
 
 __all__ = ["AcceptRules", "Analysis", "StepVerdict", "analyse", "find_knee",
-           "saturation_knee", "throughput_knee", "SATURATED_FRACTION"]
+           "saturation_knee", "cross_checked_knee", "throughput_knee", "SATURATED_FRACTION"]
 
 #: Share of the best measured throughput a level must reach to count as saturated.
 SATURATED_FRACTION = 0.75
@@ -158,9 +158,18 @@ def saturation_knee(steps: Sequence[StepStats], *, sensitivity: float = 1.0,
         (knee or ``None``, which method gave it and why).
     """
     steps = sorted(steps, key=lambda s: s.concurrency)
-    levels = [s.concurrency for s in steps]
-    thr = [s.throughput_rps for s in steps]
-    knee = find_knee(levels, [s.latency_p95 for s in steps], sensitivity=sensitivity)
+    return cross_checked_knee([s.concurrency for s in steps], [s.latency_p95 for s in steps],
+                              [s.throughput_rps for s in steps], sensitivity=sensitivity,
+                              saturated_fraction=saturated_fraction)
+
+
+def cross_checked_knee(levels: Sequence[float], p95: Sequence[float],
+                       thr: Sequence[float], *, sensitivity: float = 1.0,
+                       saturated_fraction: float = SATURATED_FRACTION
+                       ) -> tuple[float | None, str]:
+    """:func:`saturation_knee` on plain lists (levels ascending), e.g. from live data."""
+    levels, thr = list(levels), list(thr)
+    knee = find_knee(levels, p95, sensitivity=sensitivity)
     if knee is None:
         return None, "p95"
     best = max((t for t in thr if not math.isnan(t)), default=0.0)

@@ -2,10 +2,11 @@
 
 Production traffic visits many concurrency levels over a day. Over a window this module
 samples, at every ``step``, the in-flight gauge (``redline_client_requests_in_flight``,
-summed) and the p95 of the operation-duration native histogram over ``rate_window``;
-groups the samples by concurrency level (rounded to an integer); takes the median p95 of
-each level seen at least ``min_samples`` times; and runs the same Kneedle as the sweep
-(:func:`redline.sweep.knee.find_knee`).
+summed), the p95 of the operation-duration native histogram over ``rate_window`` and the
+call rate; groups the samples by concurrency level (rounded to an integer); takes the
+median p95 and rate of each level seen at least ``min_samples`` times; and runs the same
+knee method as the sweep (:func:`redline.sweep.knee.cross_checked_knee`: Kneedle on p95,
+cross-checked against throughput).
 
 Live data is weaker evidence than a sweep: levels the service never reached are missing
 and the request mix drifts, so the result reports how many levels and samples it rests on.
@@ -26,9 +27,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from redline.promql import PrometheusClient, in_flight, quantile
+from redline.promql import PrometheusClient, in_flight, quantile, rate
 from redline.semconv import METRICS
-from redline.sweep.knee import find_knee
+from redline.sweep.knee import cross_checked_knee
 
 __all__ = ["LiveKnee", "bucket_by_concurrency", "estimate_live_knee"]
 
@@ -40,7 +41,9 @@ class LiveKnee:
     knee: float | None
     levels: list[int] = field(default_factory=list)
     p95: list[float] = field(default_factory=list)
+    throughput: list[float] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
+    method: str = "p95"
     window_s: float = 0.0
     queries: dict[str, str] = field(default_factory=dict)
     note: str = ""
@@ -49,25 +52,29 @@ class LiveKnee:
         return asdict(self)
 
 
-def bucket_by_concurrency(pairs: Iterable[tuple[float, float]], *,
-                          min_samples: int = 3) -> tuple[list[int], list[float], list[int]]:
-    """Group (concurrency, p95) samples by rounded concurrency; median p95 per level.
+def bucket_by_concurrency(rows: Iterable[tuple[float, ...]], *, min_samples: int = 3
+                          ) -> tuple[list[int], list[list[float]], list[int]]:
+    """Group (concurrency, value, ...) samples by rounded concurrency; median per level.
 
-    Levels below 1 (idle) and levels seen fewer than ``min_samples`` times are dropped.
+    Rows with a NaN or infinite value, levels below 1 (idle) and levels seen fewer than
+    ``min_samples`` times are dropped.
 
     Returns:
-        (levels ascending, median p95 per level, sample count per level).
+        (levels ascending, per value column the median per level, samples per level).
     """
-    groups: dict[int, list[float]] = defaultdict(list)
-    for conc, p95 in pairs:
-        if math.isnan(conc) or math.isnan(p95) or math.isinf(p95):
+    groups: dict[int, list[tuple[float, ...]]] = defaultdict(list)
+    width = 0
+    for conc, *values in rows:
+        width = len(values)
+        if any(math.isnan(v) or math.isinf(v) for v in (conc, *values)):
             continue
         level = round(conc)
         if level >= 1:
-            groups[level].append(p95)
+            groups[level].append(tuple(values))
     levels = sorted(lv for lv, v in groups.items() if len(v) >= min_samples)
-    return (levels, [statistics.median(groups[lv]) for lv in levels],
-            [len(groups[lv]) for lv in levels])
+    columns = [[statistics.median(row[i] for row in groups[lv]) for lv in levels]
+               for i in range(width)]
+    return levels, columns, [len(groups[lv]) for lv in levels]
 
 
 def _series(result: list[dict]) -> dict[float, float]:
@@ -101,17 +108,22 @@ def estimate_live_knee(prom: PrometheusClient, *, window_s: float = 3600.0,
     # The gauge averaged over the same window as the p95, so both describe one interval.
     conc_q = f"avg_over_time({in_flight(sel)}[{rate_window}:{max(1, int(step_s // 3))}s])"
     p95_q = quantile(0.95, METRICS.OPERATION_DURATION, rate_window, sel)
+    thr_q = rate(METRICS.OPERATION_DURATION, rate_window, sel)
     conc = _series(prom.query_range(conc_q, start, end, step_s))
     p95 = _series(prom.query_range(p95_q, start, end, step_s))
-    pairs = [(conc[t], p95[t]) for t in sorted(conc.keys() & p95.keys())]
-    levels, medians, counts = bucket_by_concurrency(pairs, min_samples=min_samples)
-    knee = find_knee(levels, medians)
-    note = ""
-    if not pairs:
+    thr = _series(prom.query_range(thr_q, start, end, step_s))
+    rows = [(conc[t], p95[t], thr[t]) for t in sorted(conc.keys() & p95.keys() & thr.keys())]
+    levels, (medians, rates), counts = bucket_by_concurrency(rows, min_samples=min_samples) \
+        if rows else ([], ([], []), [])
+    knee, method = cross_checked_knee(levels, medians, rates)
+    note = method.split(": ", 1)[1] if ": " in method else ""
+    if not rows:
         note = ("no samples: neither series has data in the window; check the selector and "
                 "that the service is instrumented")
     elif knee is None:
         note = (f"no knee among {len(levels)} concurrency levels: live traffic has not reached "
                 "saturation (run `redline sweep` to find it)")
-    return LiveKnee(knee=knee, levels=levels, p95=medians, samples=counts, window_s=window_s,
-                    queries={"concurrency": conc_q, "p95": p95_q}, note=note)
+    return LiveKnee(knee=knee, levels=levels, p95=medians, throughput=rates, samples=counts,
+                    method=method.split(":", 1)[0], window_s=window_s,
+                    queries={"concurrency": conc_q, "p95": p95_q, "throughput": thr_q},
+                    note=note)
