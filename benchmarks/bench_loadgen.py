@@ -9,9 +9,7 @@ each in its own process (so client and server do not share a GIL):
    configured ideal, Little's-law error, and the CPU each process used, which says where
    the bottleneck is.
 2. **TTFT at concurrency 1** against the configured prefill time (an idle engine admits
-   a request at once, so the configured TTFT is exactly ``prefill_s``). Also measured
-   with the simulator's own listening socket (``redline.sim.server.bind``), to show the
-   effect of TCP_NODELAY being off there.
+   a request at once, so the configured TTFT is exactly ``prefill_s``).
 
 Usage::
 
@@ -33,31 +31,24 @@ from pathlib import Path
 from redline.sweep.load import LoadGenerator, StepPlan, TokenDist, Workload
 
 _LAUNCH = r"""
-import json, socket, sys, uvicorn
+import json, sys, uvicorn
 from redline.sim import SimConfig, build_app
 from redline.sim.server import bind
-cfg = SimConfig(**json.loads(sys.argv[1]))
-if sys.argv[2] == "sim-bind":
-    sock = bind("127.0.0.1", 0)
-else:  # IPPROTO_TCP explicitly, so asyncio turns TCP_NODELAY on for accepted sockets
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)
-    sock.setblocking(False)
+sock = bind("127.0.0.1", 0)
 print(sock.getsockname()[1], flush=True)
-uvicorn.Server(uvicorn.Config(build_app(cfg), log_level="critical", log_config=None,
-                              access_log=False, lifespan="on", backlog=4096)).run(sockets=[sock])
+uvicorn.Server(uvicorn.Config(build_app(SimConfig(**json.loads(sys.argv[1]))),
+                              log_level="critical", log_config=None, access_log=False,
+                              lifespan="on", backlog=4096)).run(sockets=[sock])
 """
 
 
 class Sim:
     """The simulator in a subprocess."""
 
-    def __init__(self, config: dict, socket_kind: str = "nodelay") -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, json.dumps(config),
-                                      socket_kind], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+    def __init__(self, config: dict) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, json.dumps(config)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}/v1"
 
     def cpu_seconds(self) -> float:
@@ -116,15 +107,15 @@ def bench_streams(streams: int, seconds: float) -> None:
           f"load avg {os.getloadavg()[0]:.1f})")
 
 
-def bench_ttft(prefill_s: float, requests: int, socket_kind: str) -> None:
+def bench_ttft(prefill_s: float, requests: int) -> None:
     cfg = dict(slots=4, decode_base_s=0.01, decode_alpha=0.0, prefill_base_s=prefill_s,
                prefill_per_token_s=0.0, prompt_tokens=8)
-    with Sim(cfg, socket_kind) as sim:
+    with Sim(cfg) as sim:
         plan = StepPlan(warmup_s=0.5, min_duration_s=0.0, min_requests=requests,
                         max_duration_s=120, min_latencies=0.0)
         st = asyncio.run(_step(sim.url, 1, plan, 4))
     err = st.ttft_p50 / prefill_s - 1
-    print(f"  configured {prefill_s * 1000:6.1f} ms, socket {socket_kind:9s}: TTFT p50 "
+    print(f"  configured {prefill_s * 1000:6.1f} ms: TTFT p50 "
           f"{st.ttft_p50 * 1000:6.1f} ms, p95 {st.ttft_p95 * 1000:6.1f} ms over {st.ok} "
           f"requests -> error {err:+.1%}")
 
@@ -137,9 +128,8 @@ def main() -> None:
     args = ap.parse_args()
     bench_streams(args.streams, args.seconds)
     print("## TTFT at concurrency 1 (client side, start -> first content chunk)")
-    for prefill in (0.2, 0.05):
-        bench_ttft(prefill, args.ttft_requests, "nodelay")
-    bench_ttft(0.05, args.ttft_requests, "sim-bind")
+    for prefill in (0.2, 0.05, 0.02):
+        bench_ttft(prefill, args.ttft_requests)
 
 
 if __name__ == "__main__":

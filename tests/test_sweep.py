@@ -31,18 +31,14 @@ from redline.sweep.load import LoadGenerator, StepPlan, TokenDist, Workload
 from redline.sweep.runner import run_sweep
 
 _LAUNCH = r"""
-import json, socket, sys, uvicorn
+import json, sys, uvicorn
 from redline.sim import SimConfig, build_app
-cfg = SimConfig(**json.loads(sys.argv[1]))
-# IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP.
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", 0))
-sock.listen(2048)
-sock.setblocking(False)
+from redline.sim.server import bind
+sock = bind("127.0.0.1", 0)
 print(sock.getsockname()[1], flush=True)
-uvicorn.Server(uvicorn.Config(build_app(cfg), log_level="critical", log_config=None,
-                              access_log=False, lifespan="on", backlog=2048)).run(sockets=[sock])
+uvicorn.Server(uvicorn.Config(build_app(SimConfig(**json.loads(sys.argv[1]))),
+                              log_level="critical", log_config=None, access_log=False,
+                              lifespan="on", backlog=2048)).run(sockets=[sock])
 """
 
 #: Output tokens per request in the knee tests: 16 decode steps per request keep the
@@ -292,3 +288,34 @@ def test_live_knee_from_prometheus(stack, tmp_path: Path) -> None:
     # Live data is thinner than a sweep (8 s per level, 4 s rate windows, levels mixed at
     # each change), so this checks the pipeline and the method, at +-50%.
     assert est["knee"] is not None and 4 <= est["knee"] <= 12, est
+
+
+def test_retries_are_counted_per_http_attempt() -> None:
+    """Scripted 429s: the SDK retries them; the pool's hook sees every attempt."""
+    async def go(url: str):
+        async with LoadGenerator(base_url=url, api_key="test", model="sim-model",
+                                 workload=Workload(output_tokens=TokenDist(values=(2,))),
+                                 max_retries=3) as gen:
+            await gen.preflight()
+            plan = StepPlan(warmup_s=0, min_duration_s=1.0, min_requests=5, min_latencies=0)
+            clean = await gen.run_step(1, plan)
+            posted = []
+
+            def inject(_done: int, _elapsed: float) -> None:  # once, inside the window
+                if not posted:
+                    posted.append(asyncio.get_running_loop().run_in_executor(
+                        None, lambda: httpx.post(f"{url.removesuffix('/v1')}/sim/faults", json=[
+                            {"kind": "status", "status": 429, "retry_after": 0.01,
+                             "count": 3}]).raise_for_status()))
+
+            faulty = await gen.run_step(1, plan, progress=inject)
+            await posted[0]
+            await gen.stop_workers()
+            return clean, faulty
+
+    with sim_process(slots=2, decode_base_s=0.005, prefill_base_s=0.001) as url:
+        clean, faulty = asyncio.run(go(url))
+    assert clean.retries == 0 and clean.attempts == clean.attempt_causes["ok"]
+    assert faulty.retries == 3 and faulty.attempt_causes["http_429"] == 3
+    assert faulty.success_rate == 1.0  # the retries succeeded
+    assert faulty.retry_rate == pytest.approx(3 / (faulty.attempts - 3))

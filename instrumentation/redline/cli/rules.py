@@ -6,6 +6,7 @@ Usage::
     redline rules --check              # exit 1 with a diff if the committed files drift
     redline rules --check-targets --prometheus http://127.0.0.1:9090
     redline rules --render-secrets     # *_env pager secrets -> pager.secrets_dir files
+    redline rules --reload             # and make the running stack load them
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ask Prometheus whether every target's match selects any series")
     p.add_argument("--prometheus", default="http://127.0.0.1:9090",
                    help="Prometheus URL for --check-targets (default: %(default)s)")
+    p.add_argument("--reload", action="store_true",
+                   help="after writing, POST /-/reload to --prometheus and --alertmanager")
+    p.add_argument("--alertmanager", default="http://127.0.0.1:9093",
+                   help="Alertmanager URL for --reload (default: %(default)s)")
     p.add_argument("--render-secrets", nargs="?", const="", default=None, metavar="DIR",
                    help="write *_env pager secrets from the environment into DIR "
                         "(default: pager.secrets_dir) for the native Alertmanager")
@@ -80,7 +85,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {path} (no longer generated)")
     if not changed and not removed:
         print(f"redline rules: {len(files)} files up to date")
+    if args.reload:
+        _reload(args.prometheus, args.alertmanager)
     return 0
+
+
+def _reload(*urls: str) -> None:
+    import httpx
+
+    for url in urls:
+        try:
+            httpx.post(f"{url.rstrip('/')}/-/reload", timeout=10).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise CliError(f"files written, but {url} did not reload: {exc}") from None
+        print(f"reloaded {url}")
 
 
 def _check_targets(cfg, args) -> int:

@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="measure each step at least this long (default 10)")
     st.add_argument("--min-requests", type=int, default=50, metavar="N",
                     help="and until this many requests finished (default 50)")
+    st.add_argument("--ramp", type=float, default=0.0, metavar="S",
+                    help="start each level's new workers spread over S seconds (default 0)")
     st.add_argument("--max-step-duration", type=float, default=120.0, metavar="S",
                     help="end a step after this long whatever the count (default 120)")
     st.add_argument("--min-success", type=float, default=0.5,
@@ -75,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("warmup", "min_duration", "max_step_duration", "request_timeout"):
+    for name in ("warmup", "ramp", "min_duration", "max_step_duration", "request_timeout"):
         value = getattr(args, name)
         if not (value >= 0 and math.isfinite(value)):
             raise CliError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
@@ -104,7 +106,8 @@ def _inputs(args: argparse.Namespace):
     except ValueError as exc:
         raise CliError(str(exc)) from None
     plan = StepPlan(warmup_s=args.warmup, min_duration_s=args.min_duration,
-                    min_requests=args.min_requests, max_duration_s=args.max_step_duration)
+                    min_requests=args.min_requests, max_duration_s=args.max_step_duration,
+                    ramp_s=args.ramp)
     return levels, workload, plan
 
 
