@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ class DemoSettings:
     model: str = "sim-model"
     sim_port: int = 8000
     step_seconds: float = 12.0
-    warmup_seconds: float = 3.0
+    warmup_seconds: float = 2.0
     max_tokens: int = 24
     tool_seconds: float = 0.01
     export_interval_ms: int = 1000
@@ -108,34 +108,62 @@ def start_sim(settings: DemoSettings, log_path: Path) -> Iterator[str]:
         log.close()
 
 
-async def _agent(client, settings: DemoSettings, stop: asyncio.Event, done: list[int]) -> None:
-    import redline
+class AgentPool:
+    """Concurrent agent loops whose number can change without draining the others.
 
-    while not stop.is_set():
-        async with redline.agent_session(AGENT_NAME):
-            stream = await client.chat.completions.create(
-                model=settings.model,
-                messages=[{"role": "user", "content": "Summarise the incident timeline."}],
-                max_tokens=settings.max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            async for _ in stream:
-                pass
-            done[0] += 1
-            async with redline.tool_call(TOOL_NAME):
-                await asyncio.sleep(settings.tool_seconds)
+    The demo ramps by adding agents to a pool that keeps running: a gap with no load
+    between steps would reset every pending alert's ``for`` clock.
+    """
+
+    def __init__(self, client, settings: DemoSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.calls = 0
+        self._agents: list[tuple[asyncio.Task, asyncio.Event]] = []
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    async def resize(self, n: int) -> None:
+        while len(self._agents) < n:
+            stop = asyncio.Event()
+            self._agents.append((asyncio.create_task(self._agent(stop)), stop))
+        retired = self._agents[n:]
+        del self._agents[n:]
+        for _, stop in retired:
+            stop.set()
+        await asyncio.gather(*(task for task, _ in retired))
+
+    async def close(self) -> None:
+        await self.resize(0)
+
+    async def _agent(self, stop: asyncio.Event) -> None:
+        import redline
+
+        settings = self.settings
+        while not stop.is_set():
+            async with redline.agent_session(AGENT_NAME):
+                stream = await self.client.chat.completions.create(
+                    model=settings.model,
+                    messages=[{"role": "user", "content": "Summarise the incident timeline."}],
+                    max_tokens=settings.max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                async for _ in stream:
+                    pass
+                self.calls += 1
+                async with redline.tool_call(TOOL_NAME):
+                    await asyncio.sleep(settings.tool_seconds)
 
 
 async def agent_step(client, settings: DemoSettings, agents: int, seconds: float) -> int:
     """Hold ``agents`` concurrent agent loops for ``seconds``; returns model calls made."""
-    stop = asyncio.Event()
-    done = [0]
-    tasks = [asyncio.create_task(_agent(client, settings, stop, done)) for _ in range(agents)]
+    pool = AgentPool(client, settings)
+    await pool.resize(agents)
     await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.gather(*tasks)
-    return done[0]
+    await pool.close()
+    return pool.calls
 
 
 def read_step(prom: promql.PrometheusClient, sel: str, start: float, end: float) -> dict:
@@ -187,44 +215,58 @@ async def run_steps(url: str, prom: promql.PrometheusClient, settings: DemoSetti
                           gen_ai_request_model=settings.model)
     rows: list[StepResult] = []
     levels = settings.levels or ramp_levels(settings.slots)
+    pool = AgentPool(client, settings)
     try:
         with Live(step_table(rows, target), console=console, refresh_per_second=2) as live:
             for agents in levels:
-                await agent_step(client, settings, agents, settings.warmup_seconds)
-                start = time.time()
-                n = await agent_step(client, settings, agents, settings.step_seconds)
-                end = time.time()
-                # the last export of the step must land before we read it back
+                await pool.resize(agents)
+                await asyncio.sleep(settings.warmup_seconds)
+                start, calls0 = time.time(), pool.calls
+                await asyncio.sleep(settings.step_seconds)
+                end, calls = time.time(), pool.calls - calls0
+                # the load keeps running while the step's last export lands
                 await asyncio.sleep(settings.export_interval_ms / 1000 + 1.0)
-                rows.append(StepResult(agents=agents, requests=n,
+                rows.append(StepResult(agents=agents, requests=calls,
                                        **read_step(prom, sel, start, end)))
                 live.update(step_table(rows, target))
     finally:
+        await pool.close()
         await client.close()
     return rows
 
 
 def summarise(rows: list[StepResult], target: Target, prom: promql.PrometheusClient,
-              console: Console) -> None:
+              pages: list[dict], window: str, console: Console) -> None:
+    """The knee as Prometheus saw it (same Kneedle method as `redline sweep`), alerts, pages."""
+    from redline.sweep.knee import find_knee
+
     measured = [r for r in rows if r.in_flight is not None and r.p95_latency is not None]
-    if len(measured) >= 3:
-        base = min(r.p95_latency for r in measured[:3])
-        knee = next((r for r in measured if r.p95_latency > 1.5 * base), None)
-        if knee:
-            console.print(f"p95 latency left its floor ({base:.2f} s) at about "
-                          f"{knee.in_flight:.1f} in flight ({knee.agents} agents): the knee. "
-                          f"redline.yaml says {target.saturation_concurrency:g}.")
-    firing = [a for a in prom.alerts() if a.get("state") == "firing"]
-    names = sorted({a["labels"]["alertname"] for a in firing})
-    console.print(f"Alerts firing now: {', '.join(names) or 'none'}")
+    knee = find_knee([r.in_flight for r in measured], [r.p95_latency for r in measured])
+    if knee is None:
+        console.print("p95 latency never turned upward: the ramp did not reach the knee.")
+    else:
+        console.print(f"Knee (Kneedle on p95 vs in-flight, from Prometheus): about "
+                      f"{knee:.1f} in flight; redline.yaml says "
+                      f"{target.saturation_concurrency:g} (warn {target.warn_concurrency:g}, "
+                      f"page {target.page_concurrency:g}).")
+    fired = prom.query(f'max by (alertname, severity) (max_over_time('
+                       f'ALERTS{{alertstate="firing",target="{target.name}"}}[{window}]))')
+    names = sorted(f"{f.labels['alertname']} ({f.labels.get('severity', '?')})" for f in fired)
+    console.print(f"Alerts that fired during the demo: {', '.join(names) or 'none'}")
+    paged = sorted({a["labels"].get("alertname", "?") for p in pages
+                    for a in p["payload"].get("alerts", [])
+                    if a.get("labels", {}).get("severity") == "page"})
+    console.print(f"Pages received by the local pager during the demo: "
+                  f"{', '.join(paged) or 'none'}")
     console.print(
         "\nNext: `redline top` for a live terminal view; `redline sweep` to measure the knee "
         "of your own endpoint;\nwith Docker: `docker compose -f compose/docker-compose.yml up -d` "
-        "and Grafana on http://127.0.0.1:3000 (dashboard 'redline / concurrency vs p95').")
+        "and Grafana on http://127.0.0.1:3000 (dashboard 'redline / saturation').")
 
 
-def run_demo(settings: DemoSettings, target: Target, cache: Path,
-             prometheus_url: str, console: Console | None = None) -> list[StepResult]:
+def run_demo(settings: DemoSettings, target: Target, cache: Path, prometheus_url: str,
+             console: Console | None = None,
+             pages: Callable[[], list[dict]] = list) -> list[StepResult]:
     """Start the sim, drive the ramp, print the table; the stack must already be up."""
     import redline
 
@@ -237,8 +279,12 @@ def run_demo(settings: DemoSettings, target: Target, cache: Path,
         with start_sim(settings, cache / "sim.log") as url, \
                 promql.PrometheusClient(prometheus_url) as prom:
             console.print(f"sim: {settings.slots} slots at {url}; Prometheus: {prometheus_url}")
+            seen, began = len(pages()), time.time()
             rows = asyncio.run(run_steps(url, prom, settings, target, console))
-            summarise(rows, target, prom, console)
+            # give a page that is due its evaluation and group_wait before reporting
+            time.sleep(5)
+            window = f"{int(time.time() - began) + 1}s"
+            summarise(rows, target, prom, pages()[seen:], window, console)
             return rows
     finally:
         redline.uninstrument()

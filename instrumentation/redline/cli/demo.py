@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim-port", type=int, default=8000)
     p.add_argument("--step-seconds", type=float, default=12.0,
                    help="measured seconds per concurrency step (default: %(default)s)")
-    p.add_argument("--warmup-seconds", type=float, default=3.0)
+    p.add_argument("--warmup-seconds", type=float, default=2.0)
     p.add_argument("--levels", help="comma-separated agent counts instead of the ramp")
     p.add_argument("--no-stack", action="store_true",
                    help="do not start the native stack (use one already running, e.g. compose)")
@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         except StackError as exc:
             raise CliError(str(exc)) from None
     try:
-        run_demo(settings, target, stack.state_dir, prometheus_url, console)
+        run_demo(settings, target, stack.state_dir, prometheus_url, console,
+                 pages=stack.pages)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     if not args.no_stack:
