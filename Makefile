@@ -4,6 +4,8 @@
 # builds are cached in the git-ignored .cache/ folder.
 
 PYTHON ?= python3
+# Go (for the Collector/Prometheus/Alertmanager builds) where Debian-style installs put it
+export PATH := $(PATH):/usr/local/go/bin
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

@@ -7,6 +7,8 @@ The instrumentation API:
   to the Collector over OTLP, from the standard ``OTEL_*`` environment.
 * :func:`instrument` / :func:`uninstrument` — the ``openai`` and ``anthropic`` SDKs.
 * :func:`model_call`, :func:`agent_session`, :func:`tool_call` — by hand, for anything else.
+* :class:`Limiter` / :class:`RetryBudget` — a bounded in-flight cap per target with queue
+  telemetry, deadlines and a retry budget.
 """
 
 from redline._api.instrument import instrument, uninstrument
@@ -26,4 +28,16 @@ __all__ = [
     "agent_session",
     "tool_call",
     "Scope",
+    "Limiter",
+    "RetryBudget",
 ]
+
+
+def __getattr__(name: str):
+    # the limiter pulls in the config schema (pydantic, ruamel); apps that only
+    # instrument should not pay for that at import time
+    if name in ("Limiter", "RetryBudget"):
+        from redline import limiter
+
+        return getattr(limiter, name)
+    raise AttributeError(f"module 'redline' has no attribute {name!r}")
