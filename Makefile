@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv stack lint generate check-generated bench clean
+.PHONY: demo test venv stack lint generate bench clean
 
 demo: stack
 	$(BIN)/redline demo
