@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from redline.semconv import METRICS, MetricSpec
+from redline.semconv import METRICS, Attr, MetricSpec, prom_label
 
 __all__ = [
     "PrometheusClient",
     "PrometheusError",
     "selector",
+    "target_matchers",
     "in_flight",
     "quantile",
     "rate",
@@ -40,6 +41,12 @@ def selector(**labels: str | None) -> str:
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         parts.append(f'{key}="{escaped}"')
     return ",".join(parts)
+
+
+def target_matchers(match) -> str:
+    """Label matchers of a target's model-call series (``redline.config.Match``)."""
+    return selector(job=match.service, **{prom_label(Attr.SERVER_ADDRESS): match.server_address,
+                                          prom_label(Attr.REQUEST_MODEL): match.model})
 
 
 def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT) -> str:

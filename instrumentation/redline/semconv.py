@@ -18,6 +18,7 @@ from enum import StrEnum
 
 __all__ = [
     "Attr",
+    "External",
     "Kind",
     "MetricSpec",
     "METRICS",
@@ -250,6 +251,18 @@ class METRICS:
     @classmethod
     def all(cls) -> list[MetricSpec]:
         return [v for v in vars(cls).values() if isinstance(v, MetricSpec)]
+
+
+class External:
+    """Series redline reads but does not emit (vLLM-style servers, NVIDIA DCGM exporter)."""
+
+    VLLM_RUNNING = "vllm:num_requests_running"  # vLLM and `redline sim`; label model_name
+    VLLM_WAITING = "vllm:num_requests_waiting"
+    DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent
+    DCGM_FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB
+    DCGM_FB_FREE = "DCGM_FI_DEV_FB_FREE"  # MiB
+    DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"  # W
+    DCGM_GPU_LABEL = "gpu"  # DCGM's device-index label; NVML's index is relabelled onto it
 
 
 def metrics_markdown_table() -> str:

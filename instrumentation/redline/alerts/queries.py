@@ -14,8 +14,9 @@ Example::
 
 from __future__ import annotations
 
+from redline import promql
 from redline.config import Target, duration_seconds
-from redline.semconv import METRICS, Attr, prom_label
+from redline.semconv import METRICS, Attr, External, prom_label
 
 __all__ = [
     "CONCURRENCY",
@@ -44,8 +45,8 @@ ERROR_RATIO = "redline:target_error_ratio:rate{window}"
 ERROR_RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 # Not ours: the NVIDIA DCGM exporter's utilisation gauge, in percent (0-100).
-DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
-_DCGM_GPU_INDEX = "gpu"
+DCGM_GPU_UTIL = External.DCGM_GPU_UTIL
+_DCGM_GPU_INDEX = External.DCGM_GPU_LABEL
 
 # Multi-window multi-burn-rate (SRE workbook, table 5-8; the Sloth defaults):
 # (severity, burn factor, long window, short window). 14.4x over 1h spends 2% of a 30-day
@@ -57,29 +58,23 @@ BURN_RATES = (
     ("warn", 1.0, "3d", "6h"),
 )
 
-_SERVER = prom_label(Attr.SERVER_ADDRESS)
-_MODEL = prom_label(Attr.REQUEST_MODEL)
 _ERROR = prom_label(Attr.ERROR_TYPE)
 _LIMITER_TARGET = prom_label(Attr.TARGET)
 _POOL = prom_label(Attr.POOL)
 _GPU_INDEX = prom_label(Attr.HW_GPU_INDEX)
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def selector(*raw: str, **labels: str | None) -> str:
     """``{a="x",b="y"}`` with ``None`` values left out (``{}`` when all are); ``raw``
     matchers such as ``error_type!=""`` are appended as given."""
-    parts = [f"{k}={_quote(v)}" for k, v in labels.items() if v is not None]
-    return "{" + ",".join([*parts, *raw]) + "}"
+    parts = [p for p in (promql.selector(**labels), *raw) if p]
+    return "{" + ",".join(parts) + "}"
 
 
 def target_selector(target: Target, *raw: str) -> str:
     """The series of the target's model calls: its ``match`` turned into label matchers."""
-    m = target.match
-    return selector(*raw, job=m.service, **{_SERVER: m.server_address, _MODEL: m.model})
+    parts = [p for p in (promql.target_matchers(target.match), *raw) if p]
+    return "{" + ",".join(parts) + "}"
 
 
 def limiter_selector(target: Target) -> str:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redline.config import Target
-from redline.promql import selector
-from redline.semconv import METRICS, Attr, MetricSpec, prom_label
+from redline.promql import target_matchers
+from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
 
 __all__ = [
     "Query",
@@ -45,20 +45,19 @@ __all__ = [
 RATE = "$__rate_interval"
 TARGET_LABEL = prom_label(Attr.TARGET)
 MODEL_LABEL = prom_label(Attr.REQUEST_MODEL)
-SERVER_LABEL = prom_label(Attr.SERVER_ADDRESS)
 CAUSE_LABEL = prom_label(Attr.ATTEMPT_CAUSE)
 ERROR_LABEL = prom_label(Attr.ERROR_TYPE)
 POOL_LABEL = prom_label(Attr.POOL)
 REASON_LABEL = prom_label(Attr.REJECT_REASON)
-GPU_LABEL = "gpu"  # DCGM's label; redline's NVML index is relabelled onto it
+GPU_LABEL = External.DCGM_GPU_LABEL  # redline's NVML index is relabelled onto it
 
 # Series that redline reads but does not emit.
-VLLM_RUNNING = "vllm:num_requests_running"  # vLLM (and `redline sim`), label model_name
-VLLM_WAITING = "vllm:num_requests_waiting"
-DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent
-DCGM_FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB
-DCGM_FB_FREE = "DCGM_FI_DEV_FB_FREE"  # MiB
-DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"  # W
+VLLM_RUNNING = External.VLLM_RUNNING
+VLLM_WAITING = External.VLLM_WAITING
+DCGM_GPU_UTIL = External.DCGM_GPU_UTIL
+DCGM_FB_USED = External.DCGM_FB_USED
+DCGM_FB_FREE = External.DCGM_FB_FREE
+DCGM_POWER = External.DCGM_POWER
 ALERTS = "ALERTS"  # Prometheus' synthetic series of pending and firing alerts
 EXTERNAL_METRICS = frozenset({VLLM_RUNNING, VLLM_WAITING, DCGM_GPU_UTIL, DCGM_FB_USED,
                               DCGM_FB_FREE, DCGM_POWER, ALERTS})
@@ -90,9 +89,8 @@ def model_selector() -> str:
 
 def target_selector(target: Target) -> str:
     """Label matchers of one target's ``match`` (``$job`` applies unless it names one)."""
-    m = target.match
-    exact = selector(job=m.service, **{SERVER_LABEL: m.server_address, MODEL_LABEL: m.model})
-    return exact if m.service else ",".join(p for p in ('job=~"$job"', exact) if p)
+    exact = target_matchers(target.match)
+    return exact if target.match.service else ",".join(p for p in ('job=~"$job"', exact) if p)
 
 
 def per_target(targets: Sequence[Target], build: Callable[[Target], str]) -> str:
