@@ -231,23 +231,26 @@ def live(stack, tmp_path_factory):
                         "--slots", "4", "--step-seconds", "1.5", "--cycles", "1"],
                        env=env, check=True, timeout=120, capture_output=True)
         time.sleep(6)  # two scrape intervals: the sim's gauges and the last export land
+        # Queries are evaluated at this moment, while the sim still runs: once it stops,
+        # Prometheus' next failed scrape marks its series stale and "now" is empty.
+        at = time.time()
     finally:
         ctx.__exit__(None, None, None)
-    yield stack.prometheus_url, service, scraped
+    yield stack.prometheus_url, service, scraped, at
 
 
 @pytest.mark.stack
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["redline-saturation.json", "redline-capacity.json"])
 def test_every_panel_query_runs_on_live_prometheus(live, models, name):
-    url, service, scraped = live
+    url, service, scraped, at = live
     model = models[name]
     target = model["templating"]["list"][2]["current"]["value"]
     failures, empty = [], []
     with httpx.Client(base_url=url, timeout=10) as http:
         for title, t in all_queries(model):
             expr = q.substitute(t["expr"], target=target, job=service)
-            body = http.get("/api/v1/query", params={"query": expr}).json()
+            body = http.get("/api/v1/query", params={"query": expr, "time": at}).json()
             if body["status"] != "success":
                 failures.append(f"{title} / {t['legendFormat']}: {body.get('error')}")
             elif not body["data"]["result"]:
@@ -264,7 +267,7 @@ def test_every_panel_query_runs_on_live_prometheus(live, models, name):
 @pytest.mark.stack
 @pytest.mark.slow
 def test_variable_queries_list_the_workload(live, models):
-    url, service, _ = live
+    url, service, _, _ = live
     model = models["redline-saturation.json"]
     job_var = model["templating"]["list"][0]["query"]
     metric = re.match(r"label_values\((\w+), job\)", job_var).group(1)
@@ -276,7 +279,7 @@ def test_variable_queries_list_the_workload(live, models):
 @pytest.mark.stack
 @pytest.mark.slow
 def test_render_png_from_live_data(live, tmp_path):
-    url, service, _ = live
+    url, service, _, _ = live
     png = tmp_path / "knee.png"
     assert main(["dashboards", "--config", str(CONFIG), "--render-png", str(png),
                  "--prometheus", url, "--range", "3m"]) == 0
