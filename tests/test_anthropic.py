@@ -63,6 +63,19 @@ def test_messages_create_stream_true(cap, client):
     assert _in_flight(cap) == 0
 
 
+def test_raw_response_stream_runs_until_the_body_ends(cap, client):
+    raw = client.messages.with_raw_response.create(model="sim-model", max_tokens=8,
+                                                   messages=MSG, stream=True)
+    assert _in_flight(cap) == 1  # only the headers are in: the tokens are still to come
+    deltas = sum(1 for e in raw.parse() if e.type == "content_block_delta")
+    assert deltas == 8
+    assert _in_flight(cap) == 0
+    ttft = cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name)
+    assert PREFILL_S <= ttft < PREFILL_S + 0.15, ttft
+    assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 8
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
+
+
 def test_messages_stream_helper_sync(cap, client):
     with client.messages.stream(model="sim-model", max_tokens=8, messages=MSG) as stream:
         assert _in_flight(cap) == 1

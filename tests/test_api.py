@@ -125,6 +125,53 @@ async def test_sessions_and_tools(cap):
                      error_type="ValueError") == 1
 
 
+async def test_abandoned_generator_is_not_an_error(cap):
+    # A consumer that stops reading closes the generator with GeneratorExit: like an
+    # abandoned SDK stream, that ends the call without error.type.
+    def chunks():
+        with redline.tool_call("t"), redline.model_call(provider="p", model="m",
+                                                         streaming=True) as call:
+            for i in range(5):
+                call.chunk()
+                yield i
+
+    async def achunks():
+        async with redline.agent_session("a"), redline.model_call(
+                provider="p", model="m", streaming=True) as call:
+            for i in range(5):
+                await asyncio.sleep(0)
+                call.chunk()
+                yield i
+
+    for _ in chunks():
+        break
+    gen = achunks()
+    async for _ in gen:
+        break
+    await gen.aclose()
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 2
+    assert cap.sum(METRICS.REQUESTS.name) == 2
+    assert cap.count(METRICS.SESSION_DURATION.name, error_type=None) == 1
+    assert cap.count(METRICS.TOOL_CALL_DURATION.name, error_type=None) == 1
+    assert cap.sum(METRICS.REQUESTS_IN_FLIGHT.name) == 0
+
+
+async def test_an_ended_call_is_never_current(cap):
+    # An async generator finalized in another task cannot reset the context variable in
+    # the consumer's context; the ended call must not be found there afterwards.
+    async def achunks():
+        async with redline.model_call(provider="p", model="m", streaming=True):
+            yield 1
+            yield 2
+
+    gen = achunks()
+    async for _ in gen:
+        break
+    await asyncio.create_task(gen.aclose())  # finalized elsewhere, as the loop's hook does
+    assert cap.sum(METRICS.REQUESTS_IN_FLIGHT.name) == 0
+    assert redline.current_model_call() is None
+
+
 def test_cardinality_folds_models_and_servers(monkeypatch):
     monkeypatch.setenv("REDLINE_MAX_MODELS", "2")
     monkeypatch.setenv("REDLINE_MAX_SERVERS", "1")

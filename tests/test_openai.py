@@ -191,6 +191,57 @@ async def test_cancelled_task_leaves_no_in_flight(cap, sim):
     assert _in_flight(cap) == 0
 
 
+async def test_attempts_never_land_on_an_ended_manual_call(cap, sim):
+    # A manual call in an async generator finalized in another task leaves the consumer's
+    # context pointing at it; a later SDK request must not record its attempts there.
+    async def chunks():
+        async with redline.model_call(provider="vllm", model="mine", streaming=True):
+            yield 1
+            yield 2
+
+    async with openai.AsyncOpenAI(base_url=f"{sim.url}/v1", api_key="k") as client:
+        gen = chunks()
+        async for _ in gen:
+            break
+        await asyncio.create_task(gen.aclose())
+        await client.models.list()  # no model call of its own
+    assert cap.sum(METRICS.ATTEMPTS.name) == 0
+    assert cap.sum(METRICS.REQUESTS.name) == 1
+    assert _in_flight(cap) == 0
+
+
+def test_raw_response_stream_runs_until_the_body_ends(cap, client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="sim-model", messages=MSG, max_tokens=8, stream=True)
+    assert _in_flight(cap) == 1  # only the headers are in: the tokens are still to come
+    content = sum(1 for c in raw.parse() if c.choices and c.choices[0].delta.content)
+    assert content == 8
+    assert _in_flight(cap) == 0
+    ttft = cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name)
+    assert PREFILL_S <= ttft < PREFILL_S + 0.15, ttft
+    assert cap.hist_max(METRICS.OPERATION_DURATION.name, redline_streaming=True) >= ttft
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
+
+
+async def test_streaming_response_stream_runs_until_closed(cap, sim):
+    async with openai.AsyncOpenAI(base_url=f"{sim.url}/v1", api_key="k") as client:
+        async with client.chat.completions.with_streaming_response.create(
+                model="sim-model", messages=MSG, max_tokens=8, stream=True) as response:
+            assert _in_flight(cap) == 1
+            lines = [line async for line in response.iter_lines() if line]
+            assert len(lines) >= 8
+            assert _in_flight(cap) == 1
+        assert _in_flight(cap) == 0
+        async with client.chat.completions.with_streaming_response.create(
+                model="sim-model", messages=MSG, max_tokens=8, stream=True) as response:
+            assert sum([1 async for c in await response.parse()
+                        if c.choices and c.choices[0].delta.content]) == 8
+    assert _in_flight(cap) == 0
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 2
+    assert cap.hist_min(METRICS.OPERATION_DURATION.name, redline_streaming=True) >= PREFILL_S
+    assert cap.count(METRICS.TIME_TO_FIRST_CHUNK.name) == 1  # the parsed one
+
+
 def test_responses_stream_and_non_stream(cap, client):
     resp = client.responses.create(model="sim-model", input="SECRET-PROMPT-TEXT",
                                    max_output_tokens=5)

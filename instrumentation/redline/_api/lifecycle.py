@@ -26,6 +26,8 @@ def error_type(error: BaseException | str | None) -> str | None:
     """The bounded ``error.type`` value of an exception (its class name) or a given string."""
     if error is None or isinstance(error, str):
         return error
+    if isinstance(error, GeneratorExit):  # the consumer stopped reading: abandoned, not failed
+        return None
     return type(error).__name__
 
 

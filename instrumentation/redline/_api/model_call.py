@@ -33,7 +33,9 @@ _current: contextvars.ContextVar[ModelCall | None] = contextvars.ContextVar(
 
 def current_model_call() -> ModelCall | None:
     """The model call running in this context (thread or asyncio task), if any."""
-    return _current.get()
+    call = _current.get()
+    # An ended call can linger here: a generator finalized in another context cannot reset it.
+    return None if call is None or call.ended else call
 
 
 class ModelCall(Lifecycle):

@@ -10,6 +10,7 @@ duration runs to the last chunk received.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ import wrapt
 from redline._api.guard import report
 from redline._api.model_call import ModelCall
 
-__all__ = ["SyncStream", "AsyncStream", "OnChunk"]
+__all__ = ["SyncStream", "AsyncStream", "RawResponse", "OnChunk"]
 
 OnChunk = Callable[[ModelCall, Any], None]
 
@@ -140,3 +141,67 @@ class AsyncStream(_Finalizing, wrapt.ObjectProxy):
             await self.__wrapped__.close()
         finally:
             await self._self_aend(None, abandoned=True)
+
+
+class RawResponse(_Finalizing, wrapt.ObjectProxy):
+    """Proxy of the SDK's response object for a streamed call made through
+    ``with_raw_response`` or ``with_streaming_response``: the call runs until the body ends,
+    not until the headers arrive.
+
+    ``parse()`` returns the SDK stream behind a :class:`SyncStream` / :class:`AsyncStream`,
+    which then owns the end; otherwise ``close()`` (the end of a ``with_streaming_response``
+    block) or garbage collection ends the call.
+    """
+
+    def __init__(self, wrapped: Any, op: Any, on_chunk: OnChunk) -> None:
+        super().__init__(wrapped)
+        self._self_op = op
+        self._self_on_chunk = on_chunk
+        self._self_parsed: tuple[Any, Any] | None = None  # (the SDK's stream, our proxy)
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's ``parse()``; a stream comes back proxied."""
+        value = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(value):  # AsyncAPIResponse.parse
+            return self._self_aparse(value)
+        return self._self_hand_over(value)
+
+    async def _self_aparse(self, pending: Any) -> Any:
+        return self._self_hand_over(await pending)
+
+    def _self_hand_over(self, value: Any) -> Any:
+        parsed = self._self_parsed
+        if parsed is not None:
+            return parsed[1] if value is parsed[0] else value
+        try:
+            cls = (AsyncStream if hasattr(value, "__anext__")
+                   else SyncStream if hasattr(value, "__next__") else None)
+            if cls is None or self._self_op.call.ended:
+                return value
+            self._self_parsed = (value, cls(value, self._self_op, self._self_on_chunk))
+            return self._self_parsed[1]
+        except Exception as exc:
+            report("stream_raw", exc)
+            return value
+
+    def close(self) -> Any:
+        """Close the response and end the call (``AsyncAPIResponse.close`` is awaited)."""
+        try:
+            result = self.__wrapped__.close()
+        except BaseException:
+            self._self_end(None, abandoned=True)
+            raise
+        if inspect.isawaitable(result):
+            return self._self_aclose(result)
+        self._self_end(None, abandoned=self._self_parsed is not None)
+        return result
+
+    async def _self_aclose(self, pending: Any) -> Any:
+        try:
+            return await pending
+        finally:
+            await self._self_aend(None, abandoned=self._self_parsed is not None)
+
+    def __del__(self) -> None:
+        if self._self_parsed is None:  # else the stream proxy ends the call
+            self._self_end(None, abandoned=True)

@@ -30,7 +30,7 @@ from redline.instrumentors._operation import (
     server_of,
     sync_operation,
 )
-from redline.instrumentors._streams import AsyncStream, SyncStream
+from redline.instrumentors._streams import AsyncStream, RawResponse, SyncStream
 
 __all__ = ["AnthropicInstrumentor", "SUPPORTED", "on_event"]
 
@@ -72,7 +72,11 @@ def on_event(call: ModelCall, event: Any) -> None:
 
 def _finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
     import anthropic
+    from anthropic._response import BaseAPIResponse
 
+    if kwargs.get("stream") is True and isinstance(result, BaseAPIResponse):
+        # with_raw_response / with_streaming_response: the body is still to come
+        return RawResponse(result, op, on_event), True
     if isinstance(result, anthropic.Stream):
         return SyncStream(result, op, on_event), True
     if isinstance(result, anthropic.AsyncStream):

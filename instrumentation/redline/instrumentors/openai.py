@@ -27,7 +27,7 @@ from redline.instrumentors._operation import (
     server_of,
     sync_operation,
 )
-from redline.instrumentors._streams import AsyncStream, SyncStream
+from redline.instrumentors._streams import AsyncStream, RawResponse, SyncStream
 
 __all__ = ["OpenAIInstrumentor", "SUPPORTED"]
 
@@ -99,7 +99,13 @@ def on_response_event(call: ModelCall, event: Any) -> None:
 def _finisher(on_chunk):
     def finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
         import openai
+        from openai._legacy_response import LegacyAPIResponse
+        from openai._response import BaseAPIResponse
 
+        if kwargs.get("stream") is True and isinstance(result,
+                                                      (LegacyAPIResponse, BaseAPIResponse)):
+            # with_raw_response / with_streaming_response: the body is still to come
+            return RawResponse(result, op, on_chunk), True
         if isinstance(result, openai.Stream):
             return SyncStream(result, op, on_chunk), True
         if isinstance(result, openai.AsyncStream):
