@@ -315,7 +315,10 @@ def test_retries_are_counted_per_http_attempt() -> None:
 
     with sim_process(slots=2, decode_base_s=0.005, prefill_base_s=0.001) as url:
         clean, faulty = asyncio.run(go(url))
-    assert clean.retries == 0 and clean.attempts == clean.attempt_causes["ok"]
+    # attempts are counted when sent and causes when answered: at concurrency 1 one
+    # attempt can straddle a window edge, so the two may differ by exactly that one
+    assert clean.retries == 0 and set(clean.attempt_causes) == {"ok"}
+    assert abs(clean.attempts - clean.attempt_causes["ok"]) <= 1
     assert faulty.retries == 3 and faulty.attempt_causes["http_429"] == 3
     assert faulty.success_rate == 1.0  # the retries succeeded
     assert faulty.retry_rate == pytest.approx(3 / (faulty.attempts - 3))
