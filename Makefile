@@ -9,29 +9,38 @@ export PATH := $(PATH):/usr/local/go/bin
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# uv installs the dev/CI environment from uv.lock; it is bootstrapped from PyPI into .cache/tools
+UV_VERSION := 0.13.9
+UV     := .cache/tools/bin/uv
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack lint generate bench clean
+.PHONY: demo test venv stack lint generate bench clean lock
 
 demo: stack
 	$(BIN)/redline demo
 
 test: stack
-	$(BIN)/ruff check instrumentation tests benchmarks
+	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,gpu]'
+$(UV):
+	$(PYTHON) -m venv .cache/tools
+	.cache/tools/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# Both distributions (the app-side `redline` and the operator side `redline-operator`),
+# editable, with the test group, exactly as locked.
+$(STAMP): pyproject.toml instrumentation/pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-extras --quiet
 	touch $@
 
 stack: venv
 	$(BIN)/redline stack build
 
 lint: venv
-	$(BIN)/ruff check instrumentation tests benchmarks
+	$(BIN)/ruff check instrumentation operator tests benchmarks
 
 # Regenerate the committed alert rules and dashboards from redline.yaml.
 generate: venv
@@ -45,3 +54,7 @@ bench: stack
 clean:
 	-$(BIN)/redline stack down
 	rm -rf .cache $(VENV)
+
+# Re-resolve uv.lock after changing a dependency range (then commit uv.lock).
+lock: | $(UV)
+	$(UV) lock

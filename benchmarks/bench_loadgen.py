@@ -28,12 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from redline.sweep.load import LoadGenerator, StepPlan, TokenDist, Workload
+from redline_operator.sweep.load import LoadGenerator, StepPlan, TokenDist, Workload
 
 _LAUNCH = r"""
 import json, sys, uvicorn
-from redline.sim import SimConfig, build_app
-from redline.sim.server import bind
+from redline_operator.sim import SimConfig, build_app
+from redline_operator.sim.server import bind
 sock = bind("127.0.0.1", 0)
 print(sock.getsockname()[1], flush=True)
 uvicorn.Server(uvicorn.Config(build_app(SimConfig(**json.loads(sys.argv[1]))),

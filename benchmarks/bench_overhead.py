@@ -33,7 +33,7 @@ def sim_process(tokens: int):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "redline.sim", "--port", str(port), "--slots", "64",
+        [sys.executable, "-m", "redline_operator.sim", "--port", str(port), "--slots", "64",
          "--prefill-base-s", "0", "--prefill-per-token-s", "0", "--decode-base-s", "0.0001",
          "--decode-alpha", "0", "--default-output-tokens", str(tokens)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

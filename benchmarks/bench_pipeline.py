@@ -29,9 +29,9 @@ from opentelemetry.sdk.metrics.view import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from redline.promql import PrometheusClient, selector
 from redline.semconv import LATENCY_MAX_SCALE, LATENCY_MAX_SIZE
-from redline.stack import Stack
+from redline_operator.promql import PrometheusClient, selector
+from redline_operator.stack import Stack
 
 EXPORT_INTERVAL_MS = 1000
 SCRAPE_INTERVAL_S = 0.0  # app metrics are pushed over OTLP: no scrape in the path

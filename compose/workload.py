@@ -2,7 +2,7 @@
 
 An ordinary instrumented app (``redline.configure_telemetry()`` from the ``OTEL_*``
 environment and ``redline.instrument()``) running the demo's agent loop
-(:func:`redline.demo.agent_step`) at 1 .. ~2x the sim's slots, then starting over, so
+(:func:`redline_operator.demo.agent_step`) at 1 .. ~2x the sim's slots, then starting over, so
 the dashboards always have a knee to show.
 
 Usage::
@@ -18,7 +18,7 @@ import asyncio
 import openai
 
 import redline
-from redline.demo import DemoSettings, agent_step, ramp_levels
+from redline_operator.demo import DemoSettings, agent_step, ramp_levels
 
 
 async def ramp(url: str, settings: DemoSettings, cycles: int = 0) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from redline.stack import Ports, Stack, StackError
+from redline_operator.stack import Ports, Stack, StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

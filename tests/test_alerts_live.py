@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from redline.alerts import queries as q
-from redline.alerts.rules import CONCURRENCY
 from redline.config import duration_seconds, load_config
-from redline.promql import PrometheusClient
-from redline.sim import SimConfig, run_in_thread
+from redline_operator.alerts import queries as q
+from redline_operator.alerts.rules import CONCURRENCY
+from redline_operator.promql import PrometheusClient
+from redline_operator.sim import SimConfig, run_in_thread
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -91,7 +91,7 @@ def test_page_reaches_pager_in_time_and_not_below_threshold(stack):
     _reload(stack)
     prom = PrometheusClient(stack.prometheus_url)
     groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()
-    assert "redline.sim" in {g["name"] for g in groups["data"]["groups"]}, \
+    assert "redline_operator.sim" in {g["name"] for g in groups["data"]["groups"]}, \
         "Prometheus did not load alerts/sim.rules.yml"
     busy = prom.scalar(q.recorded(q.CONCURRENCY, sim_t))
     assert not busy, f"another process already drives target sim ({busy} in flight)"
@@ -136,7 +136,7 @@ def test_page_reaches_pager_in_time_and_not_below_threshold(stack):
 
 
 def test_check_targets_flags_a_target_matching_nothing(stack, tmp_path, capsys):
-    from redline.cli.main import main
+    from redline_operator.cli.main import main
 
     text = (REPO / "redline.yaml").read_text()
     typo = tmp_path / "redline.yaml"

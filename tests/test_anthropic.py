@@ -10,7 +10,7 @@ import pytest
 
 from redline._api.testing import MetricsCapture
 from redline.semconv import METRICS
-from redline.sim import SimConfig, run_in_thread
+from redline_operator.sim import SimConfig, run_in_thread
 
 PREFILL_S = 0.05
 CFG = SimConfig(slots=32, prefill_base_s=PREFILL_S, prefill_per_token_s=0.0,

@@ -22,8 +22,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from redline.config import load_config
-from redline.dashboards import DATASOURCE_UID, build_dashboards
-from redline.dashboards.queries import substitute
+from redline_operator.dashboards import DATASOURCE_UID, build_dashboards
+from redline_operator.dashboards.queries import substitute
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "compose"
@@ -53,7 +53,7 @@ def test_every_image_is_pinned(compose):
 
 
 def test_versions_match_the_native_stack(compose):
-    from redline.stack.build import COLLECTOR_VERSION, TOOLS
+    from redline_operator.stack.build import COLLECTOR_VERSION, TOOLS
 
     manifest = load(ROOT / "collector/manifest.yaml")
     assert image_tag(compose, "otel-collector") == manifest["dist"]["version"]

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from ruamel.yaml import YAML
 
-from redline.cli.main import main
 from redline.config import load_config
-from redline.dashboards import DATASOURCE_UID, build_dashboards, check_dashboards, render
-from redline.dashboards import queries as q
 from redline.semconv import METRICS
+from redline_operator.cli.main import main
+from redline_operator.dashboards import DATASOURCE_UID, build_dashboards, check_dashboards, render
+from redline_operator.dashboards import queries as q
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
@@ -211,7 +211,7 @@ MAY_BE_EMPTY = re.compile(r"^(error |in-flight \{|cap \{|queued \{|admitted|reje
 @pytest.fixture(scope="module")
 def live(stack, tmp_path_factory):
     """A ramp of agent workload against the sim, exported through the real stack."""
-    from redline.sim import SimConfig, run_in_thread
+    from redline_operator.sim import SimConfig, run_in_thread
 
     service = f"dash-{uuid.uuid4().hex[:8]}"
     cfg = SimConfig(slots=4, seed=3, rate_limit_rate=0.15, queue_full_retry_after_s=0.2)

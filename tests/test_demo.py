@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from redline.demo import ramp_levels
+from redline_operator.demo import ramp_levels
 
 
 def test_ramp_reaches_twice_the_slots_with_points_around_the_knee():
@@ -28,7 +28,7 @@ def _free_port() -> int:
 def test_short_demo_prints_what_prometheus_reports(stack, repo_root):
     env = dict(os.environ, COLUMNS="120", OTEL_SERVICE_NAME="redline-demo-test")
     proc = subprocess.run(
-        [sys.executable, "-m", "redline", "demo", "--levels", "1,4", "--slots", "4",
+        [sys.executable, "-m", "redline_operator", "demo", "--levels", "1,4", "--slots", "4",
          "--step-seconds", "4", "--warmup-seconds", "1", "--sim-port", str(_free_port())],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_short_demo_prints_what_prometheus_reports(stack, repo_root):
 
 
 def test_bad_levels_are_a_clear_error(repo_root):
-    proc = subprocess.run([sys.executable, "-m", "redline", "demo", "--levels", "1,x"],
+    proc = subprocess.run([sys.executable, "-m", "redline_operator", "demo", "--levels", "1,x"],
                           cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--levels: expected comma-separated integers" in proc.stderr

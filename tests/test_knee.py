@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from redline.config import ConfigError, load_config
-from redline.sweep.knee import AcceptRules, analyse, find_knee
-from redline.sweep.live import bucket_by_concurrency
-from redline.sweep.load import StepPlan, TokenDist, Workload
-from redline.sweep.report import write_report
-from redline.sweep.runner import StopRules, SweepResult, default_levels, parse_levels
-from redline.sweep.stats import StepStats, summarize
-from redline.sweep.yaml_update import update_saturation_text, write_saturation
+from redline_operator.sweep.knee import AcceptRules, analyse, find_knee
+from redline_operator.sweep.live import bucket_by_concurrency
+from redline_operator.sweep.load import StepPlan, TokenDist, Workload
+from redline_operator.sweep.report import write_report
+from redline_operator.sweep.runner import StopRules, SweepResult, default_levels, parse_levels
+from redline_operator.sweep.stats import StepStats, summarize
+from redline_operator.sweep.yaml_update import update_saturation_text, write_saturation
 
 
 def hockey(levels, slots, base=0.2, pre_slope=0.0, noise=0.0, rng=None):

@@ -36,7 +36,7 @@ def sim_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "redline.sim", "--port", str(port), "--slots", "512",
+    cmd = [sys.executable, "-m", "redline_operator.sim", "--port", str(port), "--slots", "512",
            "--prefill-base-s", "0.001", "--prefill-per-token-s", "0", "--decode-base-s", "0.0005",
            "--default-output-tokens", "2", "--error-rate", "0.03", "--rate-limit-rate", "0.03",
            "--queue-full-retry-after-s", "0.01", "--slow-rate", "0.01", "--slow-delay-s", "0.2",

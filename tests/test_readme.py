@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from redline.cli.main import main as cli
-from redline.promql import PrometheusClient, selector
 from redline.semconv import METRICS
-from redline.sim import SimConfig, run_in_thread
+from redline_operator.cli.main import main as cli
+from redline_operator.promql import PrometheusClient, selector
+from redline_operator.sim import SimConfig, run_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

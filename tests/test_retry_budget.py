@@ -1,7 +1,7 @@
 """The retry budget: unit behaviour, and a real retry storm cut short.
 
 The storm runs the real ``openai`` SDK, instrumented by ``redline.instrument()``, against
-the real simulator (``redline.sim``) scripted to answer every request with a 429. Without
+the real simulator (``redline_operator.sim``) scripted to answer every request with a 429. Without
 a budget the SDK retries each one ``max_retries`` times; with the budget, retries stay
 within ``ratio`` × requests.
 """
@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import redline
 from redline.limiter import Limiter, RetryBudget, wiring
-from redline.sim import SimConfig, run_in_thread
+from redline_operator.sim import SimConfig, run_in_thread
 
 
 class Clock:

@@ -19,8 +19,8 @@ import httpx
 import openai
 import pytest
 
-from redline.cli.main import main as cli_main
-from redline.sim import SimConfig, run_in_thread
+from redline_operator.cli.main import main as cli_main
+from redline_operator.sim import SimConfig, run_in_thread
 
 FAST = SimConfig(slots=4, prefill_base_s=0.005, prefill_per_token_s=0.0, decode_base_s=0.002,
                  seed=7)
@@ -329,7 +329,7 @@ def test_cli_rejects_bad_flags(capsys):
 
 def test_python_m_redline_sim_serves_and_stops():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "redline.sim", "--port", "0", "--slots", "2",
+        [sys.executable, "-m", "redline_operator.sim", "--port", "0", "--slots", "2",
          "--decode-base-s", "0.001"], stderr=subprocess.PIPE, text=True)
     try:
         line = ""

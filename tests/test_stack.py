@@ -21,10 +21,10 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 
 from conftest import free_ports
-from redline.cli.main import main
-from redline.stack import Ports, Stack, StackError
-from redline.stack.build import COLLECTOR_BINARY
-from redline.stack.pager import PagerServer
+from redline_operator.cli.main import main
+from redline_operator.stack import Ports, Stack, StackError
+from redline_operator.stack.build import COLLECTOR_BINARY
+from redline_operator.stack.pager import PagerServer
 
 # -- no binaries needed ----------------------------------------------------------------
 

@@ -26,14 +26,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from redline.cli.main import main as cli_main
-from redline.sweep.load import LoadGenerator, StepPlan, TokenDist, Workload
-from redline.sweep.runner import run_sweep
+from redline_operator.cli.main import main as cli_main
+from redline_operator.sweep.load import LoadGenerator, StepPlan, TokenDist, Workload
+from redline_operator.sweep.runner import run_sweep
 
 _LAUNCH = r"""
 import json, sys, uvicorn
-from redline.sim import SimConfig, build_app
-from redline.sim.server import bind
+from redline_operator.sim import SimConfig, build_app
+from redline_operator.sim.server import bind
 sock = bind("127.0.0.1", 0)
 print(sock.getsockname()[1], flush=True)
 uvicorn.Server(uvicorn.Config(build_app(SimConfig(**json.loads(sys.argv[1]))),
@@ -187,7 +187,7 @@ pager:
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "redline", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "redline_operator", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -262,7 +262,7 @@ def test_live_knee_from_prometheus(stack, tmp_path: Path) -> None:
     """
     import uuid
 
-    from redline.sim import SimConfig, run_in_thread
+    from redline_operator.sim import SimConfig, run_in_thread
 
     service = f"knee-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, OTEL_SERVICE_NAME=service,
@@ -278,7 +278,7 @@ def test_live_knee_from_prometheus(stack, tmp_path: Path) -> None:
     time.sleep(3)  # the last export reaches Prometheus
     window = f"{int(time.time() - start) + 5}s"
     proc = subprocess.run(
-        [sys.executable, "-m", "redline", "knee", "--prometheus", stack.prometheus_url,
+        [sys.executable, "-m", "redline_operator", "knee", "--prometheus", stack.prometheus_url,
          "--selector", f'job="{service}"', "--window", window, "--step", "1s",
          "--rate-window", "4s", "--min-samples", "3", "--json"],
         capture_output=True, text=True, timeout=60)

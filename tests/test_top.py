@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from redline.cli.main import main
 from redline.config import load_config
-from redline.promql import PrometheusClient
-from redline.top import TargetSnapshot, collect, render, run_top, state_of
+from redline_operator.cli.main import main
+from redline_operator.promql import PrometheusClient
+from redline_operator.top import TargetSnapshot, collect, render, run_top, state_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "redline.yaml"
@@ -76,7 +76,7 @@ def test_bad_interval_is_a_user_error(capsys):
 @pytest.fixture(scope="module")
 def busy(stack):
     """Six calls held in flight against the sim (4 slots) while the test looks."""
-    from redline.sim import SimConfig, run_in_thread
+    from redline_operator.sim import SimConfig, run_in_thread
 
     service = f"top-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, OTEL_SERVICE_NAME=service,
@@ -109,7 +109,7 @@ def test_live_frame_reads_concurrency_and_latency(busy, cfg):
 @pytest.mark.stack
 @pytest.mark.slow
 def test_ctrl_c_exits_cleanly(busy):
-    proc = subprocess.Popen([sys.executable, "-m", "redline", "top", "--prometheus", busy,
+    proc = subprocess.Popen([sys.executable, "-m", "redline_operator", "top", "--prometheus", busy,
                              "--config", str(CONFIG), "--interval", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(8)  # past start-up (imports on a busy machine) into the refresh loop

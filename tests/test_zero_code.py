@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from redline import promql
 from redline.semconv import METRICS
-from redline.sim import SimConfig, run_in_thread
+from redline_operator import promql
+from redline_operator.sim import SimConfig, run_in_thread
 
 CALLS = 5
 

@@ -22,12 +22,13 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from redline.config import Config, Match
 from redline.limiter.core import Limiter
 from redline.semconv import Attr
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
+
+    from redline.config import Config, Match
 
 __all__ = ["LimiterRegistry", "service_name_from_env"]
 
@@ -57,7 +58,7 @@ class LimiterRegistry:
 
     def __init__(self, service_name: str | None = None) -> None:
         self.service_name = service_name if service_name is not None else service_name_from_env()
-        self._entries: list[tuple[Match, Limiter]] = []
+        self._entries: list[tuple[Match | None, Limiter]] = []
         self._cache: dict[tuple, Limiter | None] = {}
         self._lock = threading.Lock()
 
@@ -82,10 +83,12 @@ class LimiterRegistry:
     def add(self, limiter: Limiter, match: Match | None = None) -> None:
         """Route calls fitting ``match`` (default: every call) through ``limiter``."""
         with self._lock:
-            self._entries.append((match or Match(), limiter))
+            self._entries.append((match, limiter))  # None: every call
             self._cache = {}
 
-    def _fits(self, match: Match, attrs: Mapping[str, object]) -> bool:
+    def _fits(self, match: Match | None, attrs: Mapping[str, object]) -> bool:
+        if match is None:
+            return True
         address = match.server_address
         if address is not None and attrs.get(Attr.SERVER_ADDRESS) != address:
             return False

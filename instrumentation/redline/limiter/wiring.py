@@ -38,12 +38,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from redline.config import Config, load_config
 from redline.limiter.core import Limiter
 from redline.limiter.registry import LimiterRegistry
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
+
+    from redline.config import Config
 
 __all__ = ["configure", "reset", "registry", "call_slot", "async_call_slot", "retry_allowed",
            "record_request", "call_deadline"]
@@ -82,6 +83,9 @@ def configure(limiters: LimitersArg = None,
         _registry = limiters
         return limiters
     if isinstance(config, str | os.PathLike):
+        # the schema needs pydantic: the `redline[config]` extra, loaded only when asked for
+        from redline.config import load_config
+
         config = load_config(config)
     if isinstance(limiters, Limiter):
         limiters = [limiters]

@@ -1,0 +1,5 @@
+import sys
+
+from redline_operator.cli.main import main
+
+sys.exit(main())

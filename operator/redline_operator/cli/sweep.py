@@ -1,0 +1,252 @@
+"""``redline sweep``: step concurrency up, find the knee, optionally write it to redline.yaml.
+
+Usage::
+
+    redline sweep --base-url http://127.0.0.1:8000/v1 --model sim-model \\
+        --max-concurrency 64 --out sweep-out \\
+        --config redline.yaml --target sim --write-threshold
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from redline_operator.cli.main import CliError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="benchmark concurrency levels, find the knee, set the threshold",
+        description="Closed-loop concurrency sweep against an OpenAI-compatible endpoint: "
+                    "measure p50/p95/p99 latency, TTFT, throughput, success and retries at "
+                    "each level, find the knee of p95 vs concurrency (Kneedle) and "
+                    "optionally write it to targets[NAME].saturation_concurrency.")
+    ep = p.add_argument_group("endpoint")
+    ep.add_argument("--base-url", required=True, help="API root, e.g. http://host:8000/v1")
+    ep.add_argument("--model", required=True, help="model name to request")
+    ep.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY, else 'unused')")
+    ep.add_argument("--max-retries", type=int, default=2,
+                    help="SDK retries per request, as in production (default 2)")
+    ep.add_argument("--request-timeout", type=float, default=120.0, metavar="S",
+                    help="seconds before a request counts as a timeout (default 120)")
+    lv = p.add_argument_group("levels").add_mutually_exclusive_group()
+    lv.add_argument("--levels", help="comma-separated concurrency levels, e.g. 1,2,4,8,16")
+    lv.add_argument("--max-concurrency", type=int, default=64,
+                    help="levels 1,2,3,4,6,8,12,... up to this (default 64)")
+    wl = p.add_argument_group("request mix (fixed for every level)")
+    wl.add_argument("--mix", type=Path, metavar="FILE",
+                    help="JSONL, one request per line: prompt or messages, max_tokens, weight")
+    wl.add_argument("--prompt-tokens", default="64", metavar="DIST",
+                    help="prompt length: N, LO-HI or A,B,C (default 64)")
+    wl.add_argument("--output-tokens", default="16", metavar="DIST",
+                    help="max_tokens: N, LO-HI or A,B,C (default 16)")
+    wl.add_argument("--seed", type=int, default=0, help="seed of the request mix")
+    st = p.add_argument_group("step length")
+    st.add_argument("--warmup", type=float, default=2.0, metavar="S",
+                    help="seconds discarded at the start of each step (default 2)")
+    st.add_argument("--min-duration", type=float, default=10.0, metavar="S",
+                    help="measure each step at least this long (default 10)")
+    st.add_argument("--min-requests", type=int, default=50, metavar="N",
+                    help="and until this many requests finished (default 50)")
+    st.add_argument("--ramp", type=float, default=0.0, metavar="S",
+                    help="start each level's new workers spread over S seconds (default 0)")
+    st.add_argument("--max-step-duration", type=float, default=120.0, metavar="S",
+                    help="end a step after this long whatever the count (default 120)")
+    st.add_argument("--min-success", type=float, default=0.5,
+                    help="stop the sweep when a step's success rate drops below (default 0.5)")
+    st.add_argument("--p95-explode", type=float, default=20.0, metavar="X",
+                    help="stop when p95 exceeds X times the first step's (default 20)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("sweep-out"), metavar="DIR",
+                     help="results.json, steps.csv, sweep.png go here (default sweep-out)")
+    out.add_argument("--config", type=Path, default=Path("redline.yaml"),
+                     help="redline.yaml to update (default ./redline.yaml)")
+    out.add_argument("--target", help="target name in the config")
+    out.add_argument("--write-threshold", action="store_true",
+                     help="write the knee to targets[TARGET].saturation_concurrency")
+    out.add_argument("--no-plot", action="store_true", help="skip sweep.png")
+    p.set_defaults(func=run)
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("warmup", "ramp", "min_duration", "max_step_duration", "request_timeout"):
+        value = getattr(args, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise CliError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
+    if args.min_requests < 1:
+        raise CliError(f"--min-requests must be at least 1, got {args.min_requests}")
+    if args.max_retries < 0:
+        raise CliError(f"--max-retries must be >= 0, got {args.max_retries}")
+    if not 0 <= args.min_success <= 1:
+        raise CliError(f"--min-success must be between 0 and 1, got {args.min_success}")
+
+
+def _inputs(args: argparse.Namespace):
+    from redline_operator.sweep.load import StepPlan, TokenDist, Workload
+    from redline_operator.sweep.runner import default_levels, parse_levels
+
+    _check_positive(args)
+    try:
+        levels = parse_levels(args.levels) if args.levels else default_levels(
+            args.max_concurrency)
+        output = TokenDist.parse(args.output_tokens)
+        if args.mix:
+            workload = Workload.from_file(args.mix, output_tokens=output)
+        else:
+            workload = Workload(prompt_tokens=TokenDist.parse(args.prompt_tokens),
+                                output_tokens=output)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    plan = StepPlan(warmup_s=args.warmup, min_duration_s=args.min_duration,
+                    min_requests=args.min_requests, max_duration_s=args.max_step_duration,
+                    ramp_s=args.ramp)
+    return levels, workload, plan
+
+
+def _check_config(args: argparse.Namespace) -> None:
+    """Fail before any load when the threshold could not be written afterwards."""
+    if not args.write_threshold:
+        return
+    from redline.config import ConfigError, load_config
+
+    if not args.target:
+        raise CliError("--write-threshold needs --target NAME (a target in "
+                       f"{args.config})")
+    try:
+        load_config(args.config).target(args.target)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if not os.access(args.config.parent if str(args.config.parent) else Path("."), os.W_OK):
+        raise CliError(f"{args.config}: its folder is not writable")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.verbose:  # one INFO line per HTTP request would bury the progress bar
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    levels, workload, plan = _inputs(args)
+    _check_config(args)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {args.out}: cannot create: {exc.strerror}") from None
+
+    from redline_operator.sweep.report import write_report
+    from redline_operator.sweep.runner import StopRules, SweepResult
+
+    result = SweepResult(base_url=args.base_url, model=args.model, levels=levels, plan=plan,
+                         workload={"mix": str(args.mix) if args.mix else None,
+                                   "prompt_tokens": args.prompt_tokens,
+                                   "output_tokens": args.output_tokens, "seed": args.seed})
+    stop = StopRules(min_success=args.min_success, p95_explode_factor=args.p95_explode)
+    try:
+        asyncio.run(_sweep(args, levels, workload, plan, stop, result))
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+        paths = write_report(result, args.out, plot=not args.no_plot)
+        print(f"redline sweep: interrupted; {len(result.steps)} finished step(s) saved to "
+              f"{paths['json']}", file=sys.stderr)
+        return 130
+    paths = write_report(result, args.out, plot=not args.no_plot)
+    _print_summary(result, paths)
+    if args.write_threshold:
+        _write_threshold(args, result)
+    return 0
+
+
+async def _sweep(args, levels, workload, plan, stop, result) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from redline_operator.sweep.load import LoadGenerator, PreflightError
+    from redline_operator.sweep.report import write_report
+    from redline_operator.sweep.runner import run_sweep
+
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "unused"
+    gen = LoadGenerator(base_url=args.base_url, api_key=api_key, model=args.model,
+                        workload=workload, max_connections=2 * max(levels),
+                        max_retries=args.max_retries, request_timeout=args.request_timeout,
+                        seed=args.seed)
+    async with gen:
+        try:
+            await gen.preflight()
+        except PreflightError as exc:
+            raise CliError(str(exc)) from None
+        console = Console(stderr=True)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                      transient=False) as bar:
+            overall = bar.add_task("sweep", total=len(levels))
+            step = bar.add_task("step", total=plan.min_requests)
+
+            def on_level(i: int, level: int) -> None:
+                bar.update(overall, completed=i, description=f"sweep (level {level})")
+                bar.reset(step, total=plan.min_requests, description=f"C={level} requests")
+
+            def progress(done: int, _elapsed: float) -> None:
+                bar.update(step, completed=min(done, plan.min_requests))
+
+            def on_step(r) -> None:
+                bar.update(overall, completed=len(r.steps))
+                write_report(r, args.out, plot=False)  # a Ctrl-C keeps every finished step
+
+            await run_sweep(gen, levels, plan, stop=stop, result=result, on_step=on_step,
+                            on_level=on_level, progress=progress)
+
+
+def _fmt(v: float, unit: str = "", digits: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else \
+        f"{v:.{digits}g}{unit}"
+
+
+def _print_summary(result, paths) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    a = result.analysis
+    verdicts = {v.concurrency: v for v in a.verdicts}
+    t = Table(title=f"redline sweep: {result.model} @ {result.base_url}")
+    for col in ("C", "in-flight", "p50", "p95", "p99", "TTFT p95", "req/s", "tok/s",
+                "success", "retries/req", "Little err", "verdict"):
+        t.add_column(col, justify="right")
+    for s in result.steps:
+        v = verdicts[s.concurrency]
+        t.add_row(str(s.concurrency), _fmt(s.mean_in_flight), _fmt(s.latency_p50, "s"),
+                  _fmt(s.latency_p95, "s"), _fmt(s.latency_p99, "s"), _fmt(s.ttft_p95, "s"),
+                  _fmt(s.throughput_rps), _fmt(s.tokens_per_s), f"{s.success_rate:.1%}",
+                  _fmt(s.retry_rate, digits=2), f"{s.little_rel_error:.1%}",
+                  "accept" if v.accepted else "reject: " + "; ".join(v.reasons))
+    console = Console(width=160)
+    console.print(t)
+    if result.stop_reason:
+        console.print(f"stopped early: {result.stop_reason}")
+    knee = "none" if a.knee is None else f"{a.knee:g}"
+    cap = "none" if a.recommended_cap is None else str(a.recommended_cap)
+    print(f"knee (saturation_concurrency): {knee}")
+    print(f"recommended cap (below the knee, accept rules passed): {cap}")
+    if a.note:
+        print(f"note: {a.note}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _write_threshold(args: argparse.Namespace, result) -> None:
+    from redline.config import ConfigError
+    from redline_operator.sweep.yaml_update import write_saturation
+
+    knee = result.analysis.knee
+    if knee is None:
+        raise CliError(f"no knee found, so {args.config} was not changed: "
+                       f"{result.analysis.note}")
+    try:
+        old = write_saturation(args.config, args.target, knee)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.config}: targets[{args.target}].saturation_concurrency {old} -> {knee:g}")

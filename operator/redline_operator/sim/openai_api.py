@@ -1,0 +1,269 @@
+"""OpenAI dialect: chat completions, responses, embeddings and the model list.
+
+Shapes follow the OpenAI API reference closely enough for the official ``openai`` SDK
+to parse them, streaming helpers included. A chat stream carries one chunk per output
+token (the first also carries the role, the last the finish reason), then, when
+``stream_options.include_usage`` is set, a usage chunk with empty ``choices``.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import struct
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from redline_operator.sim.exchange import (
+    BadRequest,
+    Context,
+    SimState,
+    positive_int,
+    prompt_tokens_for,
+    read_body,
+    serve_request,
+    sse,
+)
+from redline_operator.sim.tokens import TokenText, estimate_tokens
+
+__all__ = ["routes", "ChatDialect", "ResponsesDialect", "EmbeddingsDialect"]
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                404: "not_found_error", 429: "rate_limit_error"}
+
+
+def _error_body(status: int, message: str) -> dict:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+class ChatDialect:
+    """``/v1/chat/completions``."""
+
+    endpoint = "/v1/chat/completions"
+    id_prefix = "chatcmpl-"
+    error_body = staticmethod(_error_body)
+
+    def body(self, ctx: Context) -> dict:
+        n = ctx.output_tokens
+        return {
+            "id": ctx.req_id, "object": "chat.completion", "created": ctx.created,
+            "model": ctx.model, "system_fingerprint": None,
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": ctx.text.text(n),
+                                     "refusal": None}}],
+            "usage": _usage(ctx),
+        }
+
+    def head(self, ctx: Context) -> list[bytes]:
+        return []
+
+    def chunk(self, ctx: Context, index: int, text: str) -> bytes:
+        delta: dict[str, Any] = {"role": "assistant", "content": text} if index == 0 else {
+            "content": text}
+        last = index == ctx.max_tokens - 1
+        return sse(self._chunk(ctx, [{"index": 0, "delta": delta, "logprobs": None,
+                                       "finish_reason": "stop" if last else None}]))
+
+    def tail(self, ctx: Context) -> list[bytes]:
+        out = []
+        if ctx.params.get("include_usage"):
+            out.append(sse({**self._chunk(ctx, []), "usage": _usage(ctx)}))
+        out.append(sse("[DONE]"))
+        return out
+
+    @staticmethod
+    def _chunk(ctx: Context, choices: list) -> dict:
+        return {"id": ctx.req_id, "object": "chat.completion.chunk", "created": ctx.created,
+                "model": ctx.model, "system_fingerprint": None, "choices": choices}
+
+
+def _usage(ctx: Context) -> dict:
+    return {"prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.output_tokens,
+            "total_tokens": ctx.prompt_tokens + ctx.output_tokens}
+
+
+class ResponsesDialect:
+    """``/v1/responses``: the full event sequence the SDK's stream helpers expect."""
+
+    endpoint = "/v1/responses"
+    id_prefix = "resp_"
+    error_body = staticmethod(_error_body)
+
+    def body(self, ctx: Context) -> dict:
+        return self._response(ctx, "completed", [self._message(ctx, "completed")])
+
+    def head(self, ctx: Context) -> list[bytes]:
+        item = self._message(ctx, "in_progress", content=[])
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return [
+            self._event(ctx, "response.created",
+                        response=self._response(ctx, "in_progress", [])),
+            self._event(ctx, "response.in_progress",
+                        response=self._response(ctx, "in_progress", [])),
+            self._event(ctx, "response.output_item.added", output_index=0, item=item),
+            self._event(ctx, "response.content_part.added", item_id=self._item_id(ctx),
+                        output_index=0, content_index=0, part=part),
+        ]
+
+    def chunk(self, ctx: Context, index: int, text: str) -> bytes:
+        return self._event(ctx, "response.output_text.delta", item_id=self._item_id(ctx),
+                           output_index=0, content_index=0, delta=text, logprobs=[])
+
+    def tail(self, ctx: Context) -> list[bytes]:
+        item_id, text = self._item_id(ctx), ctx.text.text(ctx.output_tokens)
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        return [
+            self._event(ctx, "response.output_text.done", item_id=item_id, output_index=0,
+                        content_index=0, text=text, logprobs=[]),
+            self._event(ctx, "response.content_part.done", item_id=item_id, output_index=0,
+                        content_index=0, part=part),
+            self._event(ctx, "response.output_item.done", output_index=0,
+                        item=self._message(ctx, "completed")),
+            self._event(ctx, "response.completed", response=self.body(ctx)),
+        ]
+
+    @staticmethod
+    def _item_id(ctx: Context) -> str:
+        return "msg_" + ctx.req_id.removeprefix("resp_")
+
+    def _event(self, ctx: Context, kind: str, **fields: Any) -> bytes:
+        number = ctx.params["sequence_number"] = ctx.params.get("sequence_number", -1) + 1
+        return sse({"type": kind, "sequence_number": number, **fields}, event=kind)
+
+    def _message(self, ctx: Context, status: str, content: list | None = None) -> dict:
+        if content is None:
+            content = [{"type": "output_text", "annotations": [], "logprobs": [],
+                        "text": ctx.text.text(ctx.output_tokens)}]
+        return {"id": self._item_id(ctx), "type": "message", "role": "assistant",
+                "status": status, "content": content}
+
+    @staticmethod
+    def _response(ctx: Context, status: str, output: list) -> dict:
+        usage = None
+        if status == "completed":
+            usage = {"input_tokens": ctx.prompt_tokens, "output_tokens": ctx.output_tokens,
+                     "total_tokens": ctx.prompt_tokens + ctx.output_tokens,
+                     "input_tokens_details": {"cached_tokens": 0},
+                     "output_tokens_details": {"reasoning_tokens": 0}}
+        return {"id": ctx.req_id, "object": "response", "created_at": ctx.created,
+                "status": status, "model": ctx.model, "output": output, "usage": usage,
+                "error": None, "incomplete_details": None, "instructions": None,
+                "max_output_tokens": ctx.max_tokens, "parallel_tool_calls": True,
+                "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": [],
+                "text": {"format": {"type": "text"}}, "metadata": {}}
+
+
+class EmbeddingsDialect:
+    """``/v1/embeddings``: prefill-only sequences with deterministic unit vectors."""
+
+    endpoint = "/v1/embeddings"
+    id_prefix = "emb-"
+    error_body = staticmethod(_error_body)
+
+    def body(self, ctx: Context) -> dict:
+        dim, seed, b64 = ctx.params["dim"], ctx.params["seed"], ctx.params["base64"]
+        data = []
+        for i, text in enumerate(ctx.params["inputs"]):
+            vec = _unit_vector(f"{seed}:{text}", dim)
+            emb: Any = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode() if b64 else vec
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        return {"object": "list", "data": data, "model": ctx.model,
+                "usage": {"prompt_tokens": ctx.prompt_tokens, "total_tokens": ctx.prompt_tokens}}
+
+    def head(self, ctx: Context) -> list[bytes]:
+        raise NotImplementedError("embeddings never stream")
+
+    chunk = tail = head
+
+
+def _unit_vector(key: str, dim: int) -> list[float]:
+    rng = random.Random(key)
+    vec = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+    norm = sum(v * v for v in vec) ** 0.5 or 1.0
+    return [v / norm for v in vec]
+
+
+def _state(request: Request) -> SimState:
+    return request.app.state.sim
+
+
+def _new_ctx(state: SimState, prefix: str, model: Any, prompt: int, max_tokens: int) -> Context:
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model must be a non-empty string")
+    number = state.engine.next_number()
+    return Context(req_id=f"{prefix}{number:08d}", model=model, prompt_tokens=prompt,
+                   max_tokens=max_tokens, text=TokenText(state.config.seed, number))
+
+
+async def chat_completions(request: Request) -> Response:
+    state, cfg = _state(request), _state(request).config
+    try:
+        body = await read_body(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages must be a non-empty list")
+        prompt = prompt_tokens_for(request, cfg.prompt_tokens,
+                                   estimate_tokens(messages, cfg.chars_per_token))
+        max_tokens = positive_int(body, "max_completion_tokens", "max_tokens",
+                                  default=cfg.default_output_tokens)
+        ctx = _new_ctx(state, ChatDialect.id_prefix, body.get("model"), prompt, max_tokens)
+    except BadRequest as exc:
+        return JSONResponse(_error_body(400, str(exc)), 400)
+    ctx.params["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
+    return await serve_request(state, ChatDialect(), ctx, bool(body.get("stream")))
+
+
+async def responses(request: Request) -> Response:
+    state, cfg = _state(request), _state(request).config
+    try:
+        body = await read_body(request)
+        if body.get("input") in (None, "", []):
+            raise BadRequest("input must be a non-empty string or list of input items")
+        parts = [body.get("input"), body.get("instructions") or ""]
+        prompt = prompt_tokens_for(request, cfg.prompt_tokens,
+                                   estimate_tokens(parts, cfg.chars_per_token))
+        max_tokens = positive_int(body, "max_output_tokens", default=cfg.default_output_tokens)
+        ctx = _new_ctx(state, ResponsesDialect.id_prefix, body.get("model"), prompt, max_tokens)
+    except BadRequest as exc:
+        return JSONResponse(_error_body(400, str(exc)), 400)
+    return await serve_request(state, ResponsesDialect(), ctx, bool(body.get("stream")))
+
+
+async def embeddings(request: Request) -> Response:
+    state, cfg = _state(request), _state(request).config
+    try:
+        body = await read_body(request)
+        raw = body.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(inputs, list) or not inputs:
+            raise BadRequest("input must be a non-empty string or list")
+        texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
+        estimate = sum(estimate_tokens([t], cfg.chars_per_token) for t in texts)
+        prompt = prompt_tokens_for(request, cfg.prompt_tokens, estimate)
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise BadRequest(f"encoding_format must be 'float' or 'base64', got {fmt!r}")
+        dim = positive_int(body, "dimensions", default=cfg.embedding_dim)
+        ctx = _new_ctx(state, EmbeddingsDialect.id_prefix, body.get("model"), prompt, 0)
+    except BadRequest as exc:
+        return JSONResponse(_error_body(400, str(exc)), 400)
+    ctx.params.update(inputs=texts, dim=dim, seed=cfg.seed, base64=fmt == "base64")
+    return await serve_request(state, EmbeddingsDialect(), ctx, stream=False)
+
+
+async def models(request: Request) -> Response:
+    cfg = _state(request).config
+    return JSONResponse({"object": "list", "data": [
+        {"id": cfg.model, "object": "model", "created": 0, "owned_by": "redline-sim"}]})
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/responses", responses, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+]
