@@ -58,8 +58,10 @@ def test_sim_thresholds_come_from_the_config():
     record = next(
         r for r in _rules(REPO / "alerts" / "sim.rules.yml")
         if r.get("record") == "redline:target_concurrency:sum")
+    # redline.yaml names the sim twice: 127.0.0.1 (native) and sim (docker compose).
     assert record["expr"] == ('sum(redline_client_requests_in_flight'
-                              '{server_address="127.0.0.1",gen_ai_request_model="sim-model"})')
+                              '{server_address=~"127\\\\.0\\\\.0\\\\.1|sim",'
+                              'gen_ai_request_model="sim-model"})')
     assert record["labels"] == {"target": "sim"}
 
 

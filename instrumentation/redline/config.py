@@ -70,14 +70,35 @@ class Match(_Strict):
 
     ``service`` is the OTel ``service.name`` (the ``job`` label in Prometheus);
     ``server_address`` and ``model`` are the GenAI attributes of the model calls.
+    ``server_address`` may list several names of the same server, e.g.
+    ``[127.0.0.1, sim]``: the native stack calls the sim on 127.0.0.1, docker compose
+    by its service name ``sim``.
     """
 
     service: str | None = None
-    server_address: str | None = None
+    server_address: str | list[str] | None = Field(
+        None, description="server.address of the model calls; a list matches any of them "
+        "(one server reached under several names).")
     model: str | None = None
     gpu_job: str | None = Field(
         None, description="Prometheus job of this target's GPU metrics (redline's NVML "
         "service.name or the DCGM exporter's scrape job); default: service, else every GPU.")
+
+    @field_validator("server_address")
+    @classmethod
+    def _addresses_given(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and (not value or not all(value)):
+            raise ValueError("expected an address or a non-empty list of non-empty addresses")
+        return value
+
+    @property
+    def server_addresses(self) -> tuple[str, ...]:
+        """Every address ``server_address`` names (empty: any address)."""
+        if self.server_address is None:
+            return ()
+        if isinstance(self.server_address, str):
+            return (self.server_address,)
+        return tuple(self.server_address)
 
 
 class Slo(_Strict):

@@ -5,6 +5,8 @@ Layout (relative to the directory holding ``redline.yaml``)::
     alerts/<target>.rules.yml        recording + alerting rules (Prometheus loads *.rules.yml)
     alerts/<target>.long.rules.yml   the same over long windows (error budget, absent)
     alerts/tests/<target>*.test.yml  promtool unit tests of each rule file
+    alerts/tests/<target>.server-<address>.test.yml  the same rules against series reported
+                                     under each further server_address (compose: ``sim``)
     alerts/runbooks/<Alert>.md       one runbook per alert (runbook_url points here)
     alerts/alertmanager.yml          Alertmanager for the native stack
     compose/alertmanager.yml         the same for docker compose (container addresses)
@@ -12,9 +14,11 @@ Layout (relative to the directory holding ``redline.yaml``)::
 
 from __future__ import annotations
 
+import re
+
 from redline.config import Config
 from redline_operator.alerts.alertmanager import alertmanager_config
-from redline_operator.alerts.promtests import target_tests
+from redline_operator.alerts.promtests import address_tests, target_tests
 from redline_operator.alerts.rules import target_rule_files
 from redline_operator.alerts.runbooks import runbooks
 from redline_operator.alerts.writer import dump_yaml, header
@@ -34,6 +38,12 @@ def generate(cfg: Config, source: str = "redline.yaml", alerts_dir: str = "alert
             files[f"{a}/{rule_file}"] = dump_yaml(content, source)
             files[f"{a}/tests/{test_file}"] = dump_yaml(
                 target_tests(cfg, target, f"../{rule_file}", long=suffix != "rules.yml"),
+                source)
+        for address in target.match.server_addresses[1:]:
+            slug = re.sub(r"[^A-Za-z0-9_.-]", "_", address)
+            files[f"{a}/tests/{target.name}.server-{slug}.test.yml"] = dump_yaml(
+                address_tests(cfg, target, [f"../{target.name}.rules.yml",
+                                            f"../{target.name}.long.rules.yml"], address),
                 source)
     for name, text in runbooks().items():
         files[f"{a}/runbooks/{name}.md"] = header(source, "<!--") + "\n" + text

@@ -22,7 +22,8 @@ from redline.semconv import METRICS, Attr, prom_label
 from redline_operator.alerts import queries as q
 from redline_operator.alerts import rules as r
 
-__all__ = ["target_tests", "humanize", "humanize_percentage", "humanize_duration"]
+__all__ = ["target_tests", "address_tests", "humanize", "humanize_percentage",
+           "humanize_duration"]
 
 _SCHEMA = 3  # native-histogram buckets of ratio 2**(1/8): "just above" is within 9%
 
@@ -68,11 +69,12 @@ def _labels(**labels: str) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-def _call_labels(target: Target, **extra: str) -> dict[str, str]:
-    """Labels of a model-call series that the target's ``match`` selects."""
-    m = target.match
+def _call_labels(ex: _Expect, **extra: str) -> dict[str, str]:
+    """Labels of a model-call series that the target's ``match`` selects, reported under
+    the address the scenarios run with (``ex.address``)."""
+    m = ex.target.match
     return {"job": m.service or "app",
-            prom_label(Attr.SERVER_ADDRESS): m.server_address or "api.example.com",
+            prom_label(Attr.SERVER_ADDRESS): ex.address or "api.example.com",
             prom_label(Attr.REQUEST_MODEL): m.model or "some-model", **extra}
 
 
@@ -104,8 +106,10 @@ def _ts(seconds: float) -> str:
 # --- expected alerts ----------------------------------------------------------------------
 
 class _Expect:
-    def __init__(self, target: Target, cfg: Config) -> None:
+    def __init__(self, target: Target, cfg: Config, address: str | None = None) -> None:
         self.target, self.cfg = target, cfg
+        addresses = target.match.server_addresses
+        self.address = address or (addresses[0] if addresses else None)
         self.specs = r.alert_specs(target)
 
     def alert(self, name: str, severity: str, value: float, **labels: str) -> dict:
@@ -136,8 +140,8 @@ def _concurrency(t: Target, ex: _Expect) -> list[dict]:
 
     def two_processes(total: int) -> list[dict]:
         a = total // 2
-        return [_series(metric, _call_labels(t, instance="a"), f"{a}x{_samples(end, iv)}"),
-                _series(metric, _call_labels(t, instance="b"),
+        return [_series(metric, _call_labels(ex, instance="a"), f"{a}x{_samples(end, iv)}"),
+                _series(metric, _call_labels(ex, instance="b"),
                         f"{total - a}x{_samples(end, iv)}")]
 
     hi_page, lo_page, lo_warn = (_above(t.page_concurrency), _below(t.page_concurrency),
@@ -170,7 +174,7 @@ def _predicted(t: Target, ex: _Expect) -> list[dict]:
         slope = (t.saturation_concurrency * factor - start_level) / horizon
         first = start_level - slope * at
         forecast = first + slope * (end + horizon)
-        series = [_series(metric, _call_labels(t), _ramp(first, slope * iv,
+        series = [_series(metric, _call_labels(ex), _ramp(first, slope * iv,
                                                          int(end / iv) + 1))]
         expected = [ex.alert(r.PREDICTED, "warn", forecast)] if fires else []
         tests.append(_test(
@@ -199,7 +203,7 @@ def _latency(t: Target, ex: _Expect, name: str, spec, slo: float) -> list[dict]:
         expected = [ex.alert(name, "page", p95)] if fires else []
         tests.append(_test(
             f"{name}: p95 {p95:.4g}s vs SLO {slo:g}s {'pages' if fires else 'is quiet'}",
-            iv, [_series(spec.prom, _call_labels(t), values)],
+            iv, [_series(spec.prom, _call_labels(ex), values)],
             [_check(end, name, *expected)]))
     return tests
 
@@ -232,18 +236,18 @@ def _burn_expected(ex: _Expect, e: float, iv: float, quiet_s: float, end: float,
     return out
 
 
-def _error_budget(t: Target, ex: _Expect) -> list[dict]:
+def _error_budget(t: Target, ex: _Expect, first_only: bool = False) -> list[dict]:
     e, name, iv = t.slo.error_ratio, r.ERROR_BUDGET, 60
     metric = METRICS.REQUESTS.prom
-    err_labels = _call_labels(t, **{prom_label(Attr.ERROR_TYPE): "timeout"})
+    err_labels = _call_labels(ex, **{prom_label(Attr.ERROR_TYPE): "timeout"})
     tests = []
     # (burn factor, seconds of quiet traffic first, seconds of burn). The 2h of quiet keep
     # the 6h window under 6x while 1h and 5m burn at 14.4x. Without quiet, every window
     # longer than the data sees the burn ratio itself (rate() over what there is), which
     # keeps promtool quick: 3d of samples would take minutes.
     scenarios = ((14.4, 2 * 3600, 3900), (6.0, 0, 2100), (3.0, 0, 2100), (1.0, 0, 2100))
-    for factor, quiet_s, burn_s in scenarios:
-        for k in (1.05, 0.95):
+    for factor, quiet_s, burn_s in scenarios[:1] if first_only else scenarios:
+        for k in (1.05,) if first_only else (1.05, 0.95):
             ratio = factor * e * k
             per = 1000 * iv / 60  # 1000 calls a minute
             quiet, burn = int(quiet_s / iv), int(burn_s / iv) + 1
@@ -258,7 +262,7 @@ def _error_budget(t: Target, ex: _Expect) -> list[dict]:
             tests.append(_test(
                 f"{name}: {ratio:.4g} errors ({k:g} x {factor:g}x budget) for "
                 f"{burn_s / 3600:.3g}h after {quiet_s / 3600:g}h quiet: {verdict}", iv,
-                [_series(metric, _call_labels(t), ok), _series(metric, err_labels, bad)],
+                [_series(metric, _call_labels(ex), ok), _series(metric, err_labels, bad)],
                 [_check(end, name, *exp)]))
     return tests
 
@@ -273,9 +277,9 @@ def _retry_storm(t: Target, ex: _Expect) -> list[dict]:
         ratio = t.retry_storm_ratio * k
         level = _above(t.warn_concurrency) if busy else _below(t.warn_concurrency)
         series = [
-            _series(METRICS.RETRIES.prom, _call_labels(t, **cause), _ramp(0, 100 * ratio, n)),
-            _series(METRICS.REQUESTS.prom, _call_labels(t), _ramp(0, 100, n)),
-            _series(METRICS.REQUESTS_IN_FLIGHT.prom, _call_labels(t), f"{level}x{n}"),
+            _series(METRICS.RETRIES.prom, _call_labels(ex, **cause), _ramp(0, 100 * ratio, n)),
+            _series(METRICS.REQUESTS.prom, _call_labels(ex), _ramp(0, 100, n)),
+            _series(METRICS.REQUESTS_IN_FLIGHT.prom, _call_labels(ex), f"{level}x{n}"),
         ]
         exp = [ex.alert(name, "page", ratio)] if fires else []
         tests.append(_test(f"{name}: {ratio:.4g} retries per request at {level} in flight "
@@ -333,7 +337,7 @@ def _absent(t: Target, ex: _Expect) -> list[dict]:
     absent = duration_seconds(t.durations.absent)
     lookback = duration_seconds(t.durations.absent_lookback)
     last = 600  # the app reports for 10 minutes, then stops
-    reporting = [_series(METRICS.REQUESTS_IN_FLIGHT.prom, _call_labels(t),
+    reporting = [_series(METRICS.REQUESTS_IN_FLIGHT.prom, _call_labels(ex),
                          f"3x{int(last / iv)}")]
     return [
         _test(f"{name}: a target that stops reporting alerts after {t.durations.absent}, "
@@ -346,6 +350,24 @@ def _absent(t: Target, ex: _Expect) -> list[dict]:
         _test(f"{name}: a target that never reported is quiet (fresh Prometheus)", iv, [], [
             _check(absent + 60, name), _check(lookback + 600, name)]),
     ]
+
+
+def address_tests(cfg: Config, target: Target, rule_files: list[str], address: str) -> dict:
+    """promtool tests of both rule files with series reported under another ``address``
+    of the target (e.g. ``sim``, what docker compose's workload reports for
+    ``http://sim:8000``): the scenarios that select model-call series, each named with it."""
+    ex = _Expect(target, cfg, address)
+    tests = (_concurrency(target, ex)[:1] + _predicted(target, ex)[:1]
+             + _latency(target, ex, r.LATENCY, METRICS.OPERATION_DURATION,
+                        target.slo.latency_p95_seconds)[:1]
+             + _latency(target, ex, r.TTFT, METRICS.TIME_TO_FIRST_CHUNK,
+                        target.slo.ttft_p95_seconds)[:1]
+             + _retry_storm(target, ex)[:1] + _error_budget(target, ex, first_only=True)
+             + _absent(target, ex)[:1])
+    for test in tests:
+        test["name"] += f" [{prom_label(Attr.SERVER_ADDRESS)}={address}]"
+    return {"rule_files": rule_files, "evaluation_interval": cfg.evaluation_interval,
+            "tests": tests}
 
 
 def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False) -> dict:
