@@ -141,9 +141,11 @@ def saturation_dashboard(cfg: Config) -> dict:
         "the warn, page and saturation concurrency of redline.yaml, each its own legend "
         "entry. The knee is where the cloud bends upward.",
         x=q.target_concurrency(), y=q.target_p95(), name="p95 at that concurrency",
-        marks=[Mark(f"{lvl} level", q.target_level(ts, lvl, f"{lvl} at"),
-                    q.target_p95(lvl), LEVEL_COLORS[lvl]) for lvl in ("warn", "page",
-                                                                      "saturation")],
+        # Names share no first or last word: Grafana's autoNameSeries strips those.
+        marks=[Mark(name, q.target_level(ts, lvl, f"{lvl} at"), q.target_p95(lvl),
+                    LEVEL_COLORS[lvl])
+               for lvl, name in (("warn", "warn"), ("page", "page"),
+                                 ("saturation", "saturation (knee)"))],
         x_label="calls in flight", y_label="p95 latency (1m)", width=12, height=10,
         links=runbooks(cfg, r.CONCURRENCY))
     rows = [
@@ -220,7 +222,7 @@ def _retries_panel(cfg: Config):
         "per finished call of the selected target over 5m (the recording rule "
         "RedlineRetryStorm evaluates) against its storm level (dashed) — a retry storm "
         "multiplies load.",
-        [q.retries_by_cause(), per_call, storm], unit="reqps",
+        [q.retries_by_cause(f" ({q.RAW})"), per_call, storm], unit="reqps",
         right_axis={per_call.legend: "percentunit", storm.legend: "percentunit"}, width=8,
         links=runbooks(cfg, r.RETRY_STORM))
     panel.override_by_name(storm.legend, _slo_props())

@@ -135,6 +135,12 @@ def target_p95(legend: str = "p95") -> Query:
     return Query(recorded(rules.LATENCY_P95), legend)
 
 
+def target_concurrency_raw(targets: Sequence[Target]) -> Query:
+    """In-flight calls of the selected target from raw series (works without the rules)."""
+    return Query(per_target(targets, lambda t: _in_flight(target_selector(t))),
+                 f"in-flight ({RAW})")
+
+
 def target_p95_raw(targets: Sequence[Target]) -> Query:
     """The same p95 over ``$__rate_interval`` from raw series: finer, never alerted on."""
     return Query(per_target(targets, lambda t: _quantile(
@@ -212,10 +218,10 @@ def error_ratio(legend: str = "error ratio") -> Query:
                  f"sum(rate({spec.prom}{{{sel}}}[{RATE}]))", legend)
 
 
-def retries_by_cause() -> Query:
+def retries_by_cause(suffix: str = "") -> Query:
     """Retries per second by the cause of the attempt that preceded them."""
     return Query(f"sum by ({CAUSE_LABEL}) (rate({METRICS.RETRIES.prom}{{{model_selector()}}}"
-                 f"[{RATE}]))", f"{{{{{CAUSE_LABEL}}}}}")
+                 f"[{RATE}]))", f"{{{{{CAUSE_LABEL}}}}}{suffix}")
 
 
 def retry_ratio(legend: str = "retries per call") -> Query:
