@@ -35,8 +35,8 @@ from redline_operator.dashboards import (
     render,
 )
 from redline_operator.dashboards import queries as q
-from redline_operator.dashboards import render as render_mod
 from redline_operator.dashboards.builder import GRAFANA_VERSION, LEVEL_COLORS
+from redline_operator.dashboards.render import KneePicture, render_png
 from redline_operator.promql import PrometheusClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -538,9 +538,8 @@ def live(stack, tmp_path_factory):
         "    retry_storm_ratio: 0.2\n",
         "    retry_storm_ratio: 0.2\n"
         "    limiter: {enabled: true, model_cap: 3, retry_budget_ratio: 1.0}\n"))
-    # Some 429s, so retries show; rare enough that three in a row (the call fails, and the
-    # demo's agent loop with it) stay unlikely.
-    cfg = SimConfig(slots=4, seed=3, rate_limit_rate=0.05, queue_full_retry_after_s=0.2)
+    # Some 429s, so retries show (the test app lets the SDK retry them up to 8 times).
+    cfg = SimConfig(slots=4, seed=3, rate_limit_rate=0.1, queue_full_retry_after_s=0.2)
     try:
         ctx = run_in_thread(cfg, port=8000)  # the port prometheus/prometheus.yml scrapes
         sim = ctx.__enter__()
@@ -622,8 +621,9 @@ def test_compose_labelled_series_fit_every_panel_selector(live, models):
                         for metric, body in sources:
                             if metric in q.EXTERNAL_METRICS or (metric, body) in checked:
                                 continue
-                            if metric.startswith(("hw_", "redline_limiter_")):
-                                continue  # GPU: none here; the limiter runs natively only
+                            if metric.startswith(("hw_", "redline_limiter_")) or \
+                                    'error_type!=""' in body:
+                                continue  # no GPU, no failed call here; limiter: native only
                             checked.add((metric, body))
                             sel = f'{metric}{{{body},job="{live.compose}"}}'
                             found = http.get("/api/v1/series", params={
@@ -669,11 +669,11 @@ def test_knee_frame_from_live_results_and_the_png_drawn_from_it(live, models, tm
         assert {x for x, _ in mark.pairs} == {level}
         assert sorted(y for _, y in mark.pairs) == sorted(y for _, y in cloud.pairs)
 
-    picture = render_mod.KneePicture(target.name, times, fields, series)
-    png = render_mod.render_png(picture, target, tmp_path / "knee.png")
+    picture = KneePicture(target.name, times, fields, series)
+    png = render_png(picture, target, tmp_path / "knee.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     with pytest.raises(ValueError, match="no \\(concurrency, p95\\) pairs"):
-        render_mod.render_png(render_mod.KneePicture(target.name, [], {}, []), target, png)
+        render_png(KneePicture(target.name, [], {}, []), target, png)
 
 
 @pytest.mark.stack

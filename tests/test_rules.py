@@ -229,3 +229,20 @@ def test_promtool_hand_written_page_boundary(stack_binaries, tmp_path):
         YAML().dump(test, fh)
     result = _tool(stack_binaries, "promtool", "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_server_address_list_matches_every_name_and_bad_lists_are_named(tmp_path):
+    """One server under several names (native 127.0.0.1, compose `sim`): one regex
+    matcher, each name escaped; an empty list is refused naming the key."""
+    from redline.config import ConfigError, Match
+    from redline_operator.promql import target_matchers
+
+    assert target_matchers(Match(server_address=["10.0.0.5", "vllm-0"], model="m")) == (
+        'server_address=~"10\\\\.0\\\\.0\\\\.5|vllm-0",gen_ai_request_model="m"')
+    assert target_matchers(Match(server_address="a.b")) == 'server_address="a.b"'
+    assert Match(server_address=["x"]).server_addresses == ("x",)
+    bad = tmp_path / "redline.yaml"
+    bad.write_text((REPO / "redline.yaml").read_text().replace(
+        "server_address: [127.0.0.1, sim]", "server_address: []"))
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.match\.server_address"):
+        load_config(bad)

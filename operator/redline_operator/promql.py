@@ -50,7 +50,7 @@ def any_of(label: str, values: Sequence[str]) -> str:
     """``label="v"`` for one value; ``label=~"v1|v2"`` (values regex-escaped) for several."""
     if len(values) == 1:
         return selector(**{label: values[0]})
-    regex = "|".join(re.escape(v) for v in values)
+    regex = "|".join(re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", v) for v in values)
     return f'{label}=~"{regex.replace(chr(92), chr(92) * 2)}"'
 
 

@@ -22,6 +22,7 @@ import importlib.util
 import socket
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import redline
 from redline.limiter import wiring
@@ -52,6 +53,14 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("workload", ROOT / "compose" / "workload.py")
     workload = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(workload)
+    # The demo's agent loop ends at the first failed call; a test of panels wants the whole
+    # ramp, so this app lets the SDK retry a sim 429 more often than the demo does.
+    real_client = workload.openai.AsyncOpenAI
+
+    def client(**kwargs):
+        return real_client(**{**kwargs, "max_retries": 8})
+
+    workload.openai = SimpleNamespace(AsyncOpenAI=client)
     settings = workload.DemoSettings(slots=args.slots, step_seconds=args.step_seconds)
     redline.configure_telemetry()
     redline.instrument()
