@@ -207,3 +207,34 @@ def test_cli_session_sweep_writes_saturation_sessions(tmp_path: Path, repo_root:
     target = load_config(config).target("sim")
     assert target.saturation_sessions == doc["saturation_sessions"]
     assert target.saturation_concurrency == 16  # the call-level threshold is untouched
+
+
+def test_session_capacity_rules_pass_promtool(stack_binaries: Path, repo_root: Path,
+                                              tmp_path: Path, monkeypatch) -> None:
+    """With ``saturation_sessions`` set, the rules warn on open sessions; promtool agrees."""
+    import shutil
+    import subprocess
+
+    from ruamel.yaml import YAML
+
+    shutil.copytree(repo_root / "alerts", tmp_path / "alerts")
+    (tmp_path / "compose").mkdir()
+    text = (repo_root / "redline.yaml").read_text()
+    assert "saturation_sessions" not in text
+    (tmp_path / "redline.yaml").write_text(text.replace(
+        "saturation_concurrency: 16", "saturation_concurrency: 16\n    saturation_sessions: 40"))
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["rules"]) == 0
+    groups = YAML(typ="safe").load((tmp_path / "alerts" / "sim.rules.yml").read_text())
+    rules = {r.get("alert") or r["record"]: r for r in groups["groups"][0]["rules"]}
+    assert rules["RedlineSessionsNearCapacity"]["expr"] == \
+        'redline:target_sessions_in_flight:sum{target="sim"} >= 28'  # 0.7 x 40
+    assert (tmp_path / "alerts" / "runbooks" / "RedlineSessionsNearCapacity.md").is_file()
+    for args in (["check", "rules", "alerts/sim.rules.yml"],
+                 ["test", "rules", "alerts/tests/sim.test.yml"]):
+        done = subprocess.run([str(stack_binaries / "promtool"), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    tests = (tmp_path / "alerts" / "tests" / "sim.test.yml").read_text()
+    assert "RedlineSessionsNearCapacity: 29 sessions (warn level 28) warns" in tests
+    assert "RedlineSessionsNearCapacity: 27 sessions is quiet" in tests

@@ -297,6 +297,9 @@ def _print_sessions(result, console) -> None:
     sa = result.session_analysis
     k = "none" if sa.call_knee_used is None else f"{sa.call_knee_used:.3g}"
     print(f"model-call knee: {k} in flight ({sa.call_knee_source})")
+    if sa.call_knee_source.startswith("this sweep"):
+        print("  (taken from this sweep's own steps, so the prediction below checks little: "
+              "pass --calls-knee K from a request-level sweep for an independent one)")
     if sa.predicted_sessions is not None:
         err = "" if sa.prediction_error is None else f", {sa.prediction_error:.0%} from the " \
             "measured session knee"

@@ -85,8 +85,8 @@ def plot_png(result: SweepResult) -> bytes:
     ax.set_xscale("log", base=2)
     ax.grid(True, which="both", alpha=0.3)
     if a.knee is not None:
-        ax.axvline(a.knee, color="red", linestyle="--",
-                   label=f"knee = saturation_concurrency {a.knee:g}")
+        key = "saturation_sessions" if result.unit == "sessions" else "saturation_concurrency"
+        ax.axvline(a.knee, color="red", linestyle="--", label=f"knee = {key} {a.knee:g}")
     if a.recommended_cap is not None:
         ax.axvline(a.recommended_cap, color="green", linestyle=":",
                    label=f"recommended cap {a.recommended_cap}")
