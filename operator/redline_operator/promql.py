@@ -23,6 +23,7 @@ from redline.semconv import METRICS, Attr, MetricSpec, prom_label
 __all__ = [
     "PrometheusClient",
     "PrometheusError",
+    "quote",
     "selector",
     "target_matchers",
     "in_flight",
@@ -32,15 +33,29 @@ __all__ = [
 ]
 
 
+def quote(value: str) -> str:
+    """``value`` as a PromQL double-quoted string literal (also valid in promtool series).
+
+    Backslash and double quote are escaped, and so is every control character (a raw
+    newline ends a PromQL string literal: the rule file would not load).
+    """
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def selector(**labels: str | None) -> str:
     """A label selector body; ``None`` values are left out, values are quoted safely."""
-    parts = []
-    for key, value in labels.items():
-        if value is None:
-            continue
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        parts.append(f'{key}="{escaped}"')
-    return ",".join(parts)
+    return ",".join(f"{key}={quote(value)}" for key, value in labels.items()
+                    if value is not None)
 
 
 def target_matchers(match) -> str:
