@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-
 from tests.badinput import BASE, classify, make_project, set_key, snapshot, yaml_text
 
 T = ("targets", 0)
