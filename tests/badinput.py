@@ -16,7 +16,7 @@ user would see), and ``classify`` sorts the outcome into exactly one of:
 ``damage``
     exit != 0, but files under the project changed (half-written output).
 ``unclear``
-    exit != 0 without a traceback, but the message does not name the file.
+    exit != 0 without a traceback, but without an ``error:`` line saying what is wrong.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ class Result:
     stderr: str
     detail: str = ""
     changed: list[str] = field(default_factory=list)
+    stdout: str = ""
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 120,
@@ -185,16 +186,19 @@ def classify(project: Path, command: list[str], *, validate: bool = True,
         return Result("silent", command, -1, "", f"ran over {timeout:g} s")
     after = snapshot(project)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    if "Traceback (most recent call last)" in done.stderr:
-        return Result("traceback", command, done.returncode, done.stderr, changed=changed)
+    out = done.stdout
+    if "Traceback (most recent call last)" in done.stderr + out:
+        return Result("traceback", command, done.returncode, done.stderr, changed=changed,
+                      stdout=out)
     if done.returncode != 0:
         if changed:
-            return Result("damage", command, done.returncode, done.stderr, changed=changed)
-        if "redline.yaml" not in done.stderr and "--" not in done.stderr:
-            return Result("unclear", command, done.returncode, done.stderr)
-        return Result("clear_error", command, done.returncode, done.stderr)
+            return Result("damage", command, done.returncode, done.stderr, changed=changed,
+                          stdout=out)
+        if "error:" not in done.stderr:
+            return Result("unclear", command, done.returncode, done.stderr, stdout=out)
+        return Result("clear_error", command, done.returncode, done.stderr, stdout=out)
     if validate and command[0] == "rules" and "--check" not in command:
         problem = validate_alerts(project, long_tests=long_tests)
         if problem:
-            return Result("silent", command, 0, done.stderr, problem, changed)
-    return Result("ok", command, 0, done.stderr, changed=changed)
+            return Result("silent", command, 0, done.stderr, problem, changed, out)
+    return Result("ok", command, 0, done.stderr, changed=changed, stdout=out)

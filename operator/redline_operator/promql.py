@@ -161,8 +161,12 @@ class PrometheusClient:
         try:
             if data.get("resultType") == "scalar":
                 return [Sample({}, float(data["result"][1]))]
+            result = self._result(data, path)
+            if not all(isinstance(r, dict) and isinstance(r.get("metric"), dict)
+                       and ("value" in r or "histogram" in r) for r in result):
+                raise TypeError("not a vector")
             return [Sample(dict(r["metric"]), float(r["value"][1]))
-                    for r in self._result(data, path) if "value" in r]
+                    for r in result if "value" in r]
         except (KeyError, IndexError, TypeError, ValueError):
             raise PrometheusError(self._not_prometheus(path, "malformed samples")) from None
 

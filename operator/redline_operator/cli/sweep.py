@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -174,6 +175,27 @@ def _save(result, out: Path, plot: bool) -> dict:
         raise CliError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
 
 
+def _interrupted(result, args: argparse.Namespace) -> None:
+    """Ctrl-C: save the finished steps and leave at once.
+
+    Unwinding thousands of streams in flight (each cancelled task closes its connection)
+    takes tens of seconds at high levels; the results are what matters, and the process
+    exit closes every socket anyway.
+    """
+    result.status = "interrupted"
+    try:
+        paths = _save(result, args.out, plot=not args.no_plot)
+        print(f"redline sweep: interrupted; {len(result.steps)} finished step(s) saved to "
+              f"{paths['json']}", file=sys.stderr)
+        code = 130
+    except CliError as exc:
+        print(f"redline sweep: interrupted, and {exc}", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # one INFO line per HTTP request would bury the progress bar
         for name in ("httpx", "httpx2", "openai"):
@@ -192,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
                                    "prompt_tokens": args.prompt_tokens,
                                    "output_tokens": args.output_tokens, "seed": args.seed})
     stop = StopRules(min_success=args.min_success, p95_explode_factor=args.p95_explode)
+    old = signal.signal(signal.SIGINT, lambda *_: _interrupted(result, args))
     try:
         asyncio.run(_sweep(args, levels, workload, plan, stop, result))
     except KeyboardInterrupt:
@@ -200,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"redline sweep: interrupted; {len(result.steps)} finished step(s) saved to "
               f"{paths['json']}", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGINT, old)
     paths = _save(result, args.out, plot=not args.no_plot)
     _print_summary(result, paths)
     if args.write_threshold:
