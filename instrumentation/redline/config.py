@@ -77,10 +77,9 @@ def _duration(low_s: float, high_s: float, *, whole_seconds: bool = True):
     def check(value: str) -> str:
         seconds = duration_seconds(value)
         if not low_s <= seconds <= high_s:
-            raise ValueError(f"must be between {_human(low_s)} and {_human(high_s)}, "
-                             f"got {value}")
+            raise ValueError(f"must be between {_human(low_s)} and {_human(high_s)}")
         if whole_seconds and not float(seconds).is_integer():
-            raise ValueError(f"must be a whole number of seconds, got {value}")
+            raise ValueError("must be a whole number of seconds")
         return value
 
     return AfterValidator(check)
