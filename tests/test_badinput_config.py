@@ -24,7 +24,8 @@ T = ("targets", 0)
 KEYS = [
     ("evaluation_interval",), ("runbook_base_url",), (*T, "name"),
     (*T, "match", "model"), (*T, "match", "service"), (*T, "match", "server_address"),
-    (*T, "match", "gpu_job"), (*T, "saturation_concurrency"), (*T, "warn_fraction"),
+    (*T, "match", "gpu_job"), (*T, "saturation_concurrency"), (*T, "saturation_sessions"),
+    (*T, "warn_fraction"),
     (*T, "page_fraction"), (*T, "predict_floor_fraction"), (*T, "retry_storm_ratio"),
     (*T, "gpu_utilization_ceiling"), (*T, "work_conserving_violation_ratio"),
     *[(*T, "durations", k) for k in ("warn", "page", "latency", "absent", "predict_window",

@@ -219,6 +219,10 @@ class Target(_Strict):
         ge=1, le=MAX_SATURATION,
         description="In-flight concurrency at the knee, measured by `redline sweep` "
         "(requests in flight: at least 1, at most 1,000,000).")
+    saturation_sessions: float | None = Field(
+        None, ge=1, le=MAX_SATURATION, description="Concurrent agent sessions at the knee, "
+        "measured by `redline sweep --unit sessions`; when set, the rules warn on sessions "
+        "too.")
     warn_fraction: float = Field(0.7, ge=0.01, lt=1)
     page_fraction: float = Field(0.85, ge=0.01, lt=1)
     durations: Durations = Durations()
@@ -263,6 +267,13 @@ class Target(_Strict):
     @property
     def predict_floor_concurrency(self) -> float:
         return round(self.saturation_concurrency * self.predict_floor_fraction, 3)
+
+    @property
+    def warn_sessions(self) -> float | None:
+        """The session warn level, or ``None`` without a measured session capacity."""
+        if self.saturation_sessions is None:
+            return None
+        return round(self.saturation_sessions * self.warn_fraction, 3)
 
     @property
     def warn_concurrency(self) -> float:
