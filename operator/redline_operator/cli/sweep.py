@@ -120,6 +120,10 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise CliError(f"--min-requests must be between 1 and 1000000, got {args.min_requests}")
     if not 0 <= args.max_retries <= 10:
         raise CliError(f"--max-retries must be between 0 and 10, got {args.max_retries}")
+    if args.calls_knee is not None and not (math.isfinite(args.calls_knee)
+                                            and 0 < args.calls_knee <= 1_000_000):
+        raise CliError(f"--calls-knee must be a number > 0 and <= 1000000, got "
+                       f"{args.calls_knee}")
     if not 1 <= args.max_concurrency <= MAX_LEVEL:
         raise CliError(f"--max-concurrency must be between 1 and {MAX_LEVEL}, got "
                        f"{args.max_concurrency}")
