@@ -71,7 +71,7 @@ def _assert_good(result) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, derandomize=True,
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(mutations)
 @example([((*T, "match", "model"), "a\nb")])
