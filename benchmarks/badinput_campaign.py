@@ -78,8 +78,9 @@ def main() -> int:
     totals: collections.Counter = collections.Counter()
     bad = []
     start = time.monotonic()
-    tried = 0
+    tried = inputs = 0
     for label, config, commands in _inputs(args.quick):
+        inputs += 1
         with tempfile.TemporaryDirectory() as tmp:
             project = make_project(Path(tmp), config)
             for command in commands:
@@ -92,7 +93,7 @@ def main() -> int:
                 if result.outcome not in ("ok", "clear_error"):
                     bad.append((label, command, result))
     took = time.monotonic() - start
-    print(f"bad-input campaign: {tried} command runs in {took:.0f} s")
+    print(f"bad-input campaign: {inputs} inputs, {tried} command runs in {took:.0f} s")
     for outcome in OUTCOMES:
         print(f"  {outcome:12} {totals[outcome]}")
     for label, command, result in bad:
