@@ -182,7 +182,9 @@ def stop(
     Returns:
         ``"stopped"``, ``"killed"`` or ``"not running"``.
     """
-    if not is_alive(record):
+    # Our own unreaped child is proven by its handle: its pid cannot be recycled yet.
+    owned = proc is not None and proc.pid == record.pid and proc.poll() is None
+    if not owned and not is_alive(record):
         if proc is not None:
             proc.poll()
         return "not running"
