@@ -410,3 +410,38 @@ def test_bad_flags_are_clear_errors(tmp_path, command, message):
     result = classify(project, command, validate=False)
     assert result.outcome == "clear_error", result
     assert message in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_alertmanager_webhook_is_recorded(stack_binaries, pager, tmp_path):
+    """The webhook-only filter lets the real thing through (Alertmanager's own payload)."""
+    port = _free_port()
+    (tmp_path / "am.yml").write_text(
+        "route: {receiver: p, group_wait: 1s}\nreceivers:\n  - name: p\n    webhook_configs:\n"
+        f"      - url: http://127.0.0.1:{pager.server_address[1]}/alerts\n")
+    am = subprocess.Popen([str(stack_binaries / "alertmanager"),
+                           f"--config.file={tmp_path / 'am.yml'}",
+                           f"--storage.path={tmp_path / 'data'}",
+                           f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        processes.wait_ready("alertmanager", f"http://127.0.0.1:{port}/-/ready", am,
+                             tmp_path / "none.log", timeout=60)
+        httpx.post(f"http://127.0.0.1:{port}/api/v2/alerts",
+                   json=[{"labels": {"alertname": "Check", "severity": "page"}}],
+                   timeout=10).raise_for_status()
+        deadline = time.monotonic() + 60
+        pages = []
+        while not pages and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pages = [json.loads(line) for line in pager.out.read_text().splitlines()] \
+                if pager.out.exists() else []
+        assert pages and pages[0]["payload"]["alerts"][0]["labels"]["alertname"] == "Check"
+    finally:
+        am.terminate()
+        am.wait()
