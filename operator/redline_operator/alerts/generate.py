@@ -39,12 +39,14 @@ def generate(cfg: Config, source: str = "redline.yaml", alerts_dir: str = "alert
             files[f"{a}/tests/{test_file}"] = dump_yaml(
                 target_tests(cfg, target, f"../{rule_file}", long=suffix != "rules.yml"),
                 source)
-        for address in target.match.server_addresses[1:]:
-            slug = re.sub(r"[^A-Za-z0-9_.-]", "_", address)
-            files[f"{a}/tests/{target.name}.server-{slug}.test.yml"] = dump_yaml(
-                address_tests(cfg, target, [f"../{target.name}.rules.yml",
-                                            f"../{target.name}.long.rules.yml"], address),
-                source)
+            for address in target.match.server_addresses[1:]:
+                slug = re.sub(r"[^A-Za-z0-9_.-]", "_", address)
+                variant = test_file.replace(".test.yml", f".server-{slug}.test.yml", 1) \
+                    if suffix == "rules.yml" else test_file.replace(
+                        ".long.test.yml", f".server-{slug}.long.test.yml")
+                files[f"{a}/tests/{variant}"] = dump_yaml(address_tests(
+                    cfg, target, f"../{rule_file}", address, long=suffix != "rules.yml"),
+                    source)
     for name, text in runbooks().items():
         files[f"{a}/runbooks/{name}.md"] = header(source, "<!--") + "\n" + text
     files[f"{a}/alertmanager.yml"] = dump_yaml(alertmanager_config(cfg, "native"), source)
