@@ -85,8 +85,8 @@ def test_live_throughput_per_replica_matches_the_sweep(stack, tmp_path):
         subprocess.run(
             [sys.executable, "-m", "redline_operator", "sweep", "--base-url", f"{url}/v1",
              "--model", "sim-model", "--levels", "8,12,16", "--prompt-tokens", "8",
-             "--output-tokens", "12", "--warmup", "1", "--min-duration", "6",
-             "--min-requests", "40", "--out", str(tmp_path / "sweep"), "--no-plot"],
+             "--output-tokens", "12", "--warmup", "1", "--min-duration", "12",
+             "--min-requests", "80", "--out", str(tmp_path / "sweep"), "--no-plot"],
             check=True, capture_output=True, timeout=300, cwd=REPO)
         results = tmp_path / "sweep" / "results.json"
         swept = _plan("--config", str(cfg), "--results", str(results),
