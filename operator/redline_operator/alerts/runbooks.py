@@ -149,6 +149,20 @@ _BOOKS: dict[str, tuple[str, str, str, str]] = {
         "2. If throughput per replica dropped (longer prompts or outputs), the plan is stale: "
         "re-run `redline sweep` and `redline plan`.\n"
         "3. Otherwise shed or defer non-interactive load before the fleet saturates."),
+    r.SESSIONS: (
+        "Agent sessions near the measured session capacity",
+        "The target's service has at least `warn_fraction` of `saturation_sessions` agent "
+        "sessions open, the session knee measured by `redline sweep --unit sessions` with "
+        "the app's real turns, tool time and think time. Sessions hold a model call only "
+        "part of the time (the duty cycle), so this warns in the unit a product owner plans "
+        "with, before the model-call concurrency alert pages. Only generated for targets "
+        "with `saturation_sessions` set.",
+        _q(f"{q.SESSIONS}{_T}", f"{q.CONCURRENCY}{_T}",
+           f"{q.CONCURRENCY}{_T} / {q.SESSIONS}{_T}  # duty cycle now"),
+        "1. Compare the duty cycle now with the sweep's: a higher one (longer prompts, "
+        "fewer tools) lowers the session capacity; re-run the session sweep.\n"
+        "2. Admit fewer new sessions, or add model capacity (the call knee scales with "
+        "replicas)."),
 }
 
 
