@@ -121,7 +121,8 @@ def test_live_throughput_per_replica_matches_the_sweep(stack, tmp_path):
     records = json.loads((tmp_path / "records.json").read_text())
     print(f"client: {len(records)} calls in {LIVE_SECONDS} s, mean "
           f"{sum(r['duration'] for r in records) / len(records):.3f} s; live latency "
-          f"{live['latency_s']}, sweep latency {from_sweep['latency_s']}; {live['throughput_source']}")
+          f"{live['latency_s']}, sweep latency {from_sweep['latency_s']}; "
+          f"{live['throughput_source']}")
     assert abs(diff) <= 0.10, (swept, live)
     for p in (live, from_sweep):
         assert p["concurrency_target"] == TARGET
