@@ -106,6 +106,10 @@ def test_live_throughput_per_replica_matches_the_sweep(stack, tmp_path):
             window = f"{int(time.time() - started) + 2}s"
             live = _plan("--config", str(cfg), "--prometheus", stack.prometheus_url,
                          "--window", window, "--step", "1s", "--rate-window", "10s", *traffic)
+            # no traffic flags: baseline and peak from Prometheus over the last 20 s
+            observed = _plan("--config", str(cfg), "--prometheus", stack.prometheus_url,
+                             "--window", window, "--step", "1s", "--rate-window", "10s",
+                             "--traffic-window", "20s", "--traffic-rate-window", "10s")
             with promql.PrometheusClient(stack.prometheus_url) as prom:
                 keda_value = prom.scalar(q.concurrency_raw(load_config(cfg).target("sim")))
         finally:
@@ -131,6 +135,10 @@ def test_live_throughput_per_replica_matches_the_sweep(stack, tmp_path):
         assert p["max_replicas"] == math.ceil(p["peak_rps"] / per) + 2
     assert (live["min_replicas"], live["max_replicas"]) == (from_sweep["min_replicas"],
                                                             from_sweep["max_replicas"]) == (3, 6)
+    # traffic read from Prometheus: one replica held at the target the whole window
+    assert observed["traffic_source"].startswith("Prometheus, last 20s")
+    for key in ("baseline_rps", "peak_rps"):
+        assert abs(observed[key] / thr - 1) <= 0.15, observed
     # now: one replica reporting, at its target; KEDA's query / threshold asks for 1
     now = live["now"]
     assert now["replicas"] == 1, now

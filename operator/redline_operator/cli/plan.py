@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="mean latency at the target, if the source has none")
     tr.add_argument("--traffic-window", default="7d",
                     help="with --prometheus, traffic not given is read over this window: "
-                         "baseline = median, peak = max of the 5m rate (default 7d)")
+                         "baseline = median, peak = max of the request rate (default 7d)")
+    tr.add_argument("--traffic-rate-window", default="5m",
+                    help="rate window of that request rate (default 5m)")
     p.add_argument("--config", type=Path, default=Path("redline.yaml"),
                    help="redline.yaml (default ./redline.yaml)")
     p.add_argument("--target", help="plan only this target")
@@ -65,7 +67,7 @@ def _durations(args: argparse.Namespace) -> dict[str, float]:
     from redline.config import duration_seconds
 
     out = {}
-    for flag in ("window", "step", "rate_window", "traffic_window"):
+    for flag in ("window", "step", "rate_window", "traffic_window", "traffic_rate_window"):
         try:
             out[flag] = duration_seconds(getattr(args, flag))
         except (AttributeError, KeyError):
@@ -112,7 +114,10 @@ def _plans(args: argparse.Namespace, cfg, prom) -> list:
                                                   rate_window=args.rate_window)
         baseline, peak, source = args.baseline_rps, args.peak_rps, "command line"
         if prom is not None and (baseline is None or (peak is None and args.peak_users is None)):
-            traffic = traffic_from_prometheus(prom, sel, window=args.traffic_window)
+            rw = args.traffic_rate_window
+            resolution = f"{max(1, int(secs['traffic_rate_window'] // 5))}s"
+            traffic = traffic_from_prometheus(prom, sel, window=args.traffic_window,
+                                              rate_window=rw, resolution=resolution)
             if baseline is None:
                 baseline = traffic.baseline_rps
             if peak is None and args.peak_users is None:
