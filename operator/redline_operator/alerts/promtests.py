@@ -409,6 +409,32 @@ def _fleet(t: Target, ex: _Expect) -> list[dict]:
     return tests
 
 
+def _per_replica(t: Target, ex: _Expect) -> list[dict]:
+    """Two replicas at 7 and 5 in flight, 30 req/s in all: the per-replica records."""
+    iv, end = 15, 120
+    n = _samples(end, iv)
+    in_flight, reqs = METRICS.REQUESTS_IN_FLIGHT.prom, METRICS.REQUESTS.prom
+    series = [_series(in_flight, _call_labels(t, instance="a"), f"7x{n}"),
+              _series(in_flight, _call_labels(t, instance="b"), f"5x{n}"),
+              _series(reqs, _call_labels(t, instance="a"), _ramp(0, 20 * iv, n)),
+              _series(reqs, _call_labels(t, instance="b"), _ramp(0, 10 * iv, n))]
+    target = {"target": t.name}
+    checks = [
+        {"expr": q.recorded(q.INSTANCE_CONCURRENCY, t), "eval_time": _ts(end),
+         "exp_samples": [{"labels": q.INSTANCE_CONCURRENCY + _labels(instance=i, **target),
+                          "value": v} for i, v in (("a", 7), ("b", 5))]},
+        {"expr": q.recorded(q.REPLICAS, t), "eval_time": _ts(end),
+         "exp_samples": [{"labels": q.REPLICAS + _labels(**target), "value": 2}]},
+    ]
+    if q.has_plan(t):
+        need = math.ceil(round(30 / t.planning.throughput_per_replica_rps, 9))
+        checks.append({"expr": q.recorded(q.REPLICAS_NEEDED, t), "eval_time": _ts(end),
+                       "exp_samples": [{"labels": q.REPLICAS_NEEDED + _labels(**target),
+                                        "value": need}]})
+    return [{"name": "per replica: 2 replicas at 7 and 5 in flight, 30 req/s", "interval":
+             _ts(iv), "input_series": series, "promql_expr_test": checks}]
+
+
 def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False) -> dict:
     """The promtool test file content for one of the target's rule files."""
     ex = _Expect(target, cfg)
@@ -421,6 +447,6 @@ def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False
                  + _latency(target, ex, r.LATENCY, METRICS.OPERATION_DURATION,
                             target.slo.latency_p95_seconds)
                  + _retry_storm(target, ex) + _work_conserving(target, ex) + _gpu(target, ex)
-                 + _fleet(target, ex))
+                 + _fleet(target, ex) + _per_replica(target, ex))
     return {"rule_files": [rule_file], "evaluation_interval": cfg.evaluation_interval,
             "tests": tests}

@@ -21,18 +21,23 @@ def _rps(v: float | None) -> str:
     return "–" if v is None else f"{v:.3g} req/s"
 
 
+class _PlainRows:
+    """Adds rows of plain text: ``targets[sim]`` in a formula is not rich markup."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def add_row(self, *cells: str) -> None:
+        self.table.add_row(*(Text(c) for c in cells))
+
+
 def plan_table(plan: TargetPlan) -> Table:
     """Rows of (quantity, value, formula or source)."""
     table = Table(title=f"redline plan — target {plan.target!r}", title_justify="left")
     for col, just in (("quantity", "left"), ("value", "right"), ("formula / source", "left")):
         table.add_column(col, justify=just, overflow="fold")
 
-    class _Rows:  # cells as plain Text: "targets[sim]" is not rich markup
-        @staticmethod
-        def add_row(*cells: str) -> None:
-            table.add_row(*(Text(c) for c in cells))
-
-    t = _Rows()
+    t = _PlainRows(table)
     fm = plan.formulas
     t.add_row("knee (saturation_concurrency)", f"{plan.knee:g}",
               f"redline.yaml targets[{plan.target}]")
