@@ -42,9 +42,10 @@ def test_short_demo_prints_what_prometheus_reports(stack, repo_root):
         assert float(p95) > 0
     assert "Knee" in proc.stdout or "never turned upward" in proc.stdout
     # the plan for the sim: 12 agents hold the concurrency target (0.75 x knee 16)
-    plan = re.search(r"Capacity plan: with 4 slots per replica, with 12 in flight per replica "
-                     r"\(75% of the knee at 16\) one replica serves ([\d.]+) req/s: your peak "
-                     r"of ([\d.]+) req/s needs (\d+) replicas?", " ".join(proc.stdout.split()))
+    plan = re.search(r"Capacity plan for the sim \(4 slots per replica\): with 12 in flight "
+                     r"per replica \(75% of the knee at 16\) one replica serves ([\d.]+) "
+                     r"req/s: your peak of ([\d.]+) req/s needs (\d+) replicas?",
+                     " ".join(proc.stdout.split()))
     assert plan, proc.stdout
     thr, peak, need = float(plan[1]), float(plan[2]), int(plan[3])
     assert thr > 0 and need == math.ceil(round(peak / thr, 9)), proc.stdout

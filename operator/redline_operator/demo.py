@@ -292,8 +292,8 @@ def print_plan(target: Target, prom: promql.PrometheusClient, settings: DemoSett
         console.print(f"No capacity plan: {exc}")
         return
     console.print()
-    console.print(plan_table(plan))
-    console.print(f"Capacity plan: with {settings.slots} slots per replica, "
+    console.print(plan_table(plan, now_hint=False))
+    console.print(f"Capacity plan for the sim ({settings.slots} slots per replica): "
                   + plan.sentence()[0].lower() + plan.sentence()[1:])
 
 

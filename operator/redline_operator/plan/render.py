@@ -31,8 +31,9 @@ class _PlainRows:
         self.table.add_row(*(Text(c) for c in cells))
 
 
-def plan_table(plan: TargetPlan) -> Table:
-    """Rows of (quantity, value, formula or source)."""
+def plan_table(plan: TargetPlan, *, now_hint: bool = True) -> Table:
+    """Rows of (quantity, value, formula or source); ``now_hint``: without live numbers,
+    say how to get them."""
     table = Table(title=f"redline plan — target {plan.target!r}", title_justify="left")
     for col, just in (("quantity", "left"), ("value", "right"), ("formula / source", "left")):
         table.add_column(col, justify=just, overflow="fold")
@@ -58,7 +59,8 @@ def plan_table(plan: TargetPlan) -> Table:
                   fm["instances_for_users"])
     now = plan.now
     if now is None:
-        t.add_row("headroom now", "–", "pass --prometheus URL for live numbers")
+        if now_hint:
+            t.add_row("headroom now", "–", "pass --prometheus URL for live numbers")
     else:
         t.add_row("request rate now", _rps(now.rate_rps), "Prometheus, rate over 1m")
         t.add_row("replicas reporting now", "–" if now.replicas is None else str(now.replicas),
