@@ -451,6 +451,71 @@ def address_tests(cfg: Config, target: Target, rule_file: str, address: str,
     return {"rule_files": [rule_file], "evaluation_interval": interval, "tests": tests}
 
 
+def _fleet(t: Target, ex: _Expect) -> list[dict]:
+    """The request rate grows linearly (the counter quadratically) toward the fleet's
+    capacity at max_replicas: the forecast just past it when `for` starts fires, just
+    short of it at the end is quiet.
+
+    Samples every evaluation interval ``iv``: the 1m rate at ``t`` then sees the samples in
+    ``(t - 60, t]``, and Prometheus extrapolates their increase to the whole window, so the
+    recorded rate is exactly ``a + b (t - (60 - iv) / 2)`` for a counter
+    ``c(t) = C0 + a t + b t^2 / 2``, and the linear fit over the predict window is exact.
+    """
+    cap = q.fleet_capacity(t)
+    if cap is None:
+        return []
+    iv = ex.eval_s
+    horizon = duration_seconds(t.durations.predict_horizon)
+    window = duration_seconds(t.durations.predict_window)
+    hold = duration_seconds(t.durations.warn) + 2 * iv
+    end = 60 + window + hold
+    lag = (60 - iv) / 2
+    floor = cap * t.planning.fleet_floor_fraction
+    metric = METRICS.REQUESTS.prom
+    tests = []
+    for factor, fires in ((1.05, True), (0.95, False)):
+        at = end - hold if fires else end
+        rate_at = (floor + cap) / 2  # above the floor, below the capacity
+        b = (cap * factor - rate_at) / horizon
+        a = rate_at - b * (at - lag)
+
+        values = " ".join(f"{1e6 + a * ts + b * ts * ts / 2:.12g}"
+                          for ts in (i * iv for i in range(int(end / iv) + 1)))
+        forecast = a + b * (end - lag + horizon)
+        expected = [ex.alert(r.FLEET, "warn", forecast)] if fires else []
+        tests.append(_test(
+            f"{r.FLEET}: rate trend reaching {cap * factor:g} req/s (capacity {cap:g}) in "
+            f"{t.durations.predict_horizon} {'warns' if fires else 'is quiet'}", iv,
+            [_series(metric, _call_labels(ex), values)], [_check(end, r.FLEET, *expected)]))
+    return tests
+
+
+def _per_replica(t: Target, ex: _Expect) -> list[dict]:
+    """Two replicas at 7 and 5 in flight, 30 req/s in all: the per-replica records."""
+    iv, end = 15, 120
+    n = _samples(end, iv)
+    in_flight, reqs = METRICS.REQUESTS_IN_FLIGHT.prom, METRICS.REQUESTS.prom
+    series = [_series(in_flight, _call_labels(ex, instance="a"), f"7x{n}"),
+              _series(in_flight, _call_labels(ex, instance="b"), f"5x{n}"),
+              _series(reqs, _call_labels(ex, instance="a"), _ramp(0, 20 * iv, n)),
+              _series(reqs, _call_labels(ex, instance="b"), _ramp(0, 10 * iv, n))]
+    target = {"target": t.name}
+    checks = [
+        {"expr": q.recorded(q.INSTANCE_CONCURRENCY, t), "eval_time": _ts(end),
+         "exp_samples": [{"labels": q.INSTANCE_CONCURRENCY + _labels(instance=i, **target),
+                          "value": v} for i, v in (("a", 7), ("b", 5))]},
+        {"expr": q.recorded(q.REPLICAS, t), "eval_time": _ts(end),
+         "exp_samples": [{"labels": q.REPLICAS + _labels(**target), "value": 2}]},
+    ]
+    if q.has_plan(t):
+        need = math.ceil(round(30 / t.planning.throughput_per_replica_rps, 9))
+        checks.append({"expr": q.recorded(q.REPLICAS_NEEDED, t), "eval_time": _ts(end),
+                       "exp_samples": [{"labels": q.REPLICAS_NEEDED + _labels(**target),
+                                        "value": need}]})
+    return [{"name": "per replica: 2 replicas at 7 and 5 in flight, 30 req/s", "interval":
+             _ts(iv), "input_series": series, "promql_expr_test": checks}]
+
+
 def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False) -> dict:
     """The promtool test file content for one of the target's rule files."""
     ex = _Expect(target, cfg)
@@ -462,7 +527,8 @@ def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False
                             target.slo.ttft_p95_seconds)
                  + _latency(target, ex, r.LATENCY, METRICS.OPERATION_DURATION,
                             target.slo.latency_p95_seconds)
-                 + _retry_storm(target, ex) + _work_conserving(target, ex) + _gpu(target, ex))
+                 + _retry_storm(target, ex) + _work_conserving(target, ex) + _gpu(target, ex)
+                 + _fleet(target, ex) + _per_replica(target, ex))
     # The long group runs every LONG_INTERVAL; its scenarios are timed on that cadence.
     interval = r.LONG_INTERVAL if long else _ts(ex.eval_s)
     return {"rule_files": [rule_file], "evaluation_interval": interval,

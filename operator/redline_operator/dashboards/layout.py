@@ -266,6 +266,22 @@ def capacity_dashboard(cfg: Config) -> dict:
                              "saturated: latency now grows with load.",
                              q.client_vs_server(), unit="short", width=12),
         ]),
+        Row("Replicas (capacity plan) — $target", [
+            timeseries_panel("Concurrency per replica",
+                             "In-flight model calls of each replica (instance) of the "
+                             "selected target against its concurrency target "
+                             "(planning.target_fraction of the knee): the autoscaler adds a "
+                             "replica when every replica is at its target.",
+                             q.plan_concurrency_per_replica(cfg.targets), unit="short",
+                             width=12, links=runbooks(cfg, r.FLEET)),
+            timeseries_panel("Replicas needed now vs reporting",
+                             "Replicas reporting (instances with in-flight series) against "
+                             "ceil(live request rate / planning.throughput_per_replica_rps), "
+                             "and the plan's min_replicas / max_replicas (`redline plan`). "
+                             "Needed above max_replicas: the fleet does not fit.",
+                             q.plan_replicas(cfg.targets), unit="short", width=12,
+                             links=runbooks(cfg, r.FLEET)),
+        ]),
         Row("GPU (NVML or DCGM exporter)", [
             timeseries_panel("GPU utilization",
                              "Busy fraction per GPU (instance, gpu), from redline's NVML "

@@ -357,3 +357,39 @@ def substitute(expr: str, *, target: str, rate_interval: str = "1m", job: str = 
     """
     return (expr.replace(RATE, rate_interval).replace("$target", target)
             .replace("$server_job", server_job).replace("$job", job).replace("$model", model))
+
+
+# --- capacity plan: per replica (`redline plan`, targets[].planning) ------------------
+# A replica is one process reporting the target's series (``instance``).
+
+def _per_instance(sel: str) -> str:
+    return f"sum by (instance) ({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}})"
+
+
+def plan_concurrency_per_replica(targets: Sequence[Target]) -> list[Query]:
+    """In-flight model calls of each replica of the selected target, and its target."""
+    return [
+        # no alert compares one replica with the target (the fleet forecast uses the rate)
+        Query(per_target(targets, lambda t: _per_instance(target_selector(t))),
+              f"{{{{instance}}}} ({RAW})"),
+        Query(per_target(targets, lambda t: f"vector({t.concurrency_target})"),
+              "concurrency target"),
+    ]
+
+
+def plan_replicas(targets: Sequence[Target]) -> list[Query]:
+    """Replicas reporting against replicas needed now (live rate / throughput per replica)
+    and the plan's bounds, for the targets with a written plan."""
+    out = [Query(per_target(targets, lambda t: f"count({_per_instance(target_selector(t))})"),
+                 f"replicas reporting ({RAW})")]
+    planned = [t for t in targets if t.planning.throughput_per_replica_rps]
+    if planned:
+        out.append(Query(per_target(planned, lambda t: (
+            f"ceil(sum(rate({METRICS.REQUESTS.prom}{{{target_selector(t)}}}[{RATE}])) / "
+            f"{t.planning.throughput_per_replica_rps:g})")), f"replicas needed ({RAW})"))
+    for key in ("min_replicas", "max_replicas"):
+        bounded = [t for t in targets if getattr(t.planning, key)]
+        if bounded:
+            out.append(Query(per_target(
+                bounded, lambda t, k=key: f"vector({getattr(t.planning, k)})"), key))
+    return out
