@@ -58,8 +58,10 @@ def test_sim_thresholds_come_from_the_config():
     record = next(
         r for r in _rules(REPO / "alerts" / "sim.rules.yml")
         if r.get("record") == "redline:target_concurrency:sum")
-    assert record["expr"] == ('sum(redline_client_requests_in_flight'
-                              '{server_address="127.0.0.1",gen_ai_request_model="sim-model"})')
+    # only live processes count: series refreshed within 2 export intervals (5 s default)
+    assert record["expr"] == ('sum(last_over_time(redline_client_requests_in_flight'
+                              '{server_address="127.0.0.1",gen_ai_request_model="sim-model"}'
+                              '[10s]))')
     assert record["labels"] == {"target": "sim"}
 
 

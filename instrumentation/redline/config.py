@@ -29,6 +29,8 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from redline.telemetry import DEFAULT_EXPORT_INTERVAL_MS
+
 __all__ = [
     "ConfigError",
     "Config",
@@ -42,11 +44,18 @@ __all__ = [
     "SlackReceiver",
     "load_config",
     "DEFAULT_CONFIG_PATH",
+    "FRESH_EXPORTS",
+    "fresh_window",
 ]
 
 DEFAULT_CONFIG_PATH = Path("redline.yaml")
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+
+#: A series counts as live while its newest sample is younger than this many export
+#: intervals: one missed or late export is tolerated, and a dead process drops out within
+#: 2 intervals (+ one rule evaluation), inside the 3 + 1 that redline promises.
+FRESH_EXPORTS = 2
 PromDuration = Annotated[str, Field(pattern=_DURATION.pattern,
                                     description="Prometheus duration, e.g. 30s, 2m, 1h")]
 
@@ -55,6 +64,16 @@ def duration_seconds(value: str) -> float:
     """Seconds in a Prometheus duration like ``90s`` or ``2m``."""
     number, unit = _DURATION.match(value).groups()  # type: ignore[union-attr]
     return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+#: The apps' export interval unless redline.yaml says otherwise: redline's own default.
+DEFAULT_EXPORT_INTERVAL = f"{DEFAULT_EXPORT_INTERVAL_MS // 1000}s"
+
+
+def fresh_window(export_interval: str = DEFAULT_EXPORT_INTERVAL) -> str:
+    """The freshness window for series exported every ``export_interval``, as a duration."""
+    ms = round(duration_seconds(export_interval) * 1000 * FRESH_EXPORTS)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
 class ConfigError(Exception):
@@ -246,6 +265,11 @@ class Config(_Strict):
 
     version: Literal[1] = 1
     evaluation_interval: PromDuration = "5s"
+    export_interval: PromDuration = Field(
+        DEFAULT_EXPORT_INTERVAL, description="How often the apps export their metrics "
+        "(OTEL_METRIC_EXPORT_INTERVAL; redline's default is 5 s). A gauge pushed over OTLP "
+        "gets no staleness marker when its process dies, so every concurrency redline reads "
+        "counts only series refreshed within FRESH_EXPORTS export intervals (fresh_window).")
     runbook_base_url: str = "https://github.com/redline-dev/redline/blob/main/alerts/runbooks"
     targets: list[Target] = Field(min_length=1)
     pager: Pager
@@ -258,6 +282,11 @@ class Config(_Strict):
         if dupes:
             raise ValueError(f"target names must be unique; repeated: {dupes}")
         return targets
+
+    @property
+    def fresh_window(self) -> str:
+        """In-flight series with no sample within this window belong to a dead process."""
+        return fresh_window(self.export_interval)
 
     def target(self, name: str) -> Target:
         for t in self.targets:

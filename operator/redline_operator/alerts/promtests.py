@@ -128,7 +128,9 @@ def _test(name: str, interval_s: float, series: list[dict], checks: list[dict]) 
 # --- scenarios ----------------------------------------------------------------------------
 
 def _concurrency(t: Target, ex: _Expect) -> list[dict]:
-    iv = 15
+    # Samples arrive once per export interval: a live series is never older than the
+    # freshness window (2 intervals) that the concurrency rule applies.
+    iv = duration_seconds(ex.cfg.export_interval)
     warn_s, page_s = duration_seconds(t.durations.warn), duration_seconds(t.durations.page)
     end = max(warn_s, page_s) + 2 * iv
     name = r.CONCURRENCY
@@ -152,7 +154,21 @@ def _concurrency(t: Target, ex: _Expect) -> list[dict]:
               [_check(end, name, ex.alert(name, "warn", lo_page))]),
         _test(f"{name}: {lo_warn} in flight (warn level {t.warn_concurrency:g}) is quiet",
               iv, two_processes(lo_warn), [_check(end, name)]),
+        _test(f"{name}: a killed process's last {hi_page} in flight is not counted "
+              f"(no staleness marker over OTLP; freshness window {ex.cfg.fresh_window})",
+              iv, _killed_process(t, metric, hi_page, lo_warn, iv, end),
+              [_check(end, name)]),
     ]
+
+
+def _killed_process(t: Target, metric: str, dead: int, live: int, iv: float,
+                    end: float) -> list[dict]:
+    """A live process at ``live`` in flight, and one that reported ``dead`` for two samples
+    and then vanished without a staleness marker (SIGKILL): within Prometheus' 5-minute
+    lookback its last value would still be summed."""
+    n = _samples(end, iv)
+    return [_series(metric, _call_labels(t, instance="live"), f"{live}x{n}"),
+            _series(metric, _call_labels(t, instance="killed"), f"{dead}x1 _x{n - 2}")]
 
 
 def _predicted(t: Target, ex: _Expect) -> list[dict]:
@@ -264,7 +280,8 @@ def _error_budget(t: Target, ex: _Expect) -> list[dict]:
 
 
 def _retry_storm(t: Target, ex: _Expect) -> list[dict]:
-    iv, name = 15, r.RETRY_STORM
+    # one sample per export interval, as the apps send them (in-flight must stay fresh)
+    iv, name = duration_seconds(ex.cfg.export_interval), r.RETRY_STORM
     end = 300 + duration_seconds(t.durations.page) + 2 * iv
     n = _samples(end, iv)
     cause = {prom_label(Attr.ATTEMPT_CAUSE): "http_429"}

@@ -98,9 +98,13 @@ def _num(value: float) -> str:
 
 # --- recording-rule expressions ----------------------------------------------------------
 
-def concurrency_raw(target: Target) -> str:
-    """In-flight model calls summed over every process and label of the target."""
-    return f"sum({METRICS.REQUESTS_IN_FLIGHT.prom}{target_selector(target)})"
+def concurrency_raw(target: Target, fresh: str = promql.DEFAULT_FRESH_WINDOW) -> str:
+    """In-flight model calls summed over every live process and label of the target.
+
+    Only series refreshed within ``fresh`` (``redline.yaml``'s ``fresh_window``) count: a
+    killed process's last value would otherwise linger for Prometheus' 5-minute lookback.
+    """
+    return f"sum({promql.fresh(METRICS.REQUESTS_IN_FLIGHT.prom + target_selector(target), fresh)})"
 
 
 def _p95(metric: str, target: Target) -> str:

@@ -151,10 +151,10 @@ def alert_specs(target: Target) -> list[AlertSpec]:
     return specs
 
 
-def _recording(target: Target) -> list[dict]:
+def _recording(target: Target, fresh: str) -> list[dict]:
     label = {"target": target.name}
     return [
-        {"record": q.CONCURRENCY, "expr": q.concurrency_raw(target), "labels": label},
+        {"record": q.CONCURRENCY, "expr": q.concurrency_raw(target, fresh), "labels": label},
         {"record": q.REQUEST_RATE, "expr": q.request_rate_raw(target), "labels": label},
         {"record": q.TTFT_P95, "expr": q.ttft_p95_raw(target), "labels": label},
         {"record": q.LATENCY_P95, "expr": q.latency_p95_raw(target), "labels": label},
@@ -174,7 +174,8 @@ def target_rule_files(cfg: Config, target: Target) -> dict[str, dict]:
     return {
         "rules.yml": {"groups": [{
             "name": f"redline.{target.name}", "interval": cfg.evaluation_interval,
-            "rules": _recording(target) + [s.rule(target, base) for s in specs if not s.long],
+            "rules": _recording(target, cfg.fresh_window)
+            + [s.rule(target, base) for s in specs if not s.long],
         }]},
         "long.rules.yml": {"groups": [{
             "name": f"redline.{target.name}.long", "interval": LONG_INTERVAL,

@@ -44,24 +44,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _selector(args: argparse.Namespace) -> str:
-    from redline.config import ConfigError, load_config
+def _selector(args: argparse.Namespace) -> tuple[str, str]:
+    """The label selector and the freshness window (from --config when it exists)."""
+    from redline.config import ConfigError, fresh_window, load_config
     from redline.semconv import Attr, prom_label
     from redline_operator.promql import selector
 
+    cfg = None
+    if args.target or args.config.is_file():
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+    fresh = cfg.fresh_window if cfg is not None else fresh_window()
     if args.selector is not None:
-        return args.selector
+        return args.selector, fresh
     if not args.target:
         if args.write_threshold:
             raise CliError("--write-threshold needs --target NAME")
-        return ""
+        return "", fresh
     try:
-        match = load_config(args.config).target(args.target).match
+        match = cfg.target(args.target).match
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     return selector(**{"job": match.service,
                        prom_label(Attr.SERVER_ADDRESS): match.server_address,
-                       prom_label(Attr.REQUEST_MODEL): match.model})
+                       prom_label(Attr.REQUEST_MODEL): match.model}), fresh
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
                        "90s, 10m, 6h") from None
     if args.write_threshold and not args.target:
         raise CliError("--write-threshold needs --target NAME")
-    sel = _selector(args)
+    sel, fresh = _selector(args)
     try:
         with PrometheusClient(args.prometheus) as prom:
             est = estimate_live_knee(prom, window_s=window_s, step_s=step_s,
                                      rate_window=args.rate_window, sel=sel,
-                                     min_samples=args.min_samples)
+                                     min_samples=args.min_samples, fresh=fresh)
     except PrometheusError as exc:
         raise CliError(str(exc)) from None
     if args.json:

@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--timeout", type=float, default=30.0, help="seconds each component gets to be ready"
     )
+    up.add_argument(
+        "--backend", choices=("prometheus", "thanos"), default="prometheus",
+        help="prometheus: one Prometheus (default); thanos: 2 Thanos receivers (hashring, "
+        "replication factor 2), Thanos query on the Prometheus port, Thanos ruler")
     up.set_defaults(func=_up)
     sub.add_parser("down", help="stop what `redline stack up` started").set_defaults(func=_down)
     sub.add_parser("status", help="show each component's pid, ports and readiness").set_defaults(
@@ -51,7 +55,8 @@ def _stack(args: argparse.Namespace) -> Stack:
     # Readiness probes are httpx requests; one INFO line each would bury the output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        return Stack(ready_timeout=getattr(args, "timeout", 30.0))
+        return Stack(ready_timeout=getattr(args, "timeout", 30.0),
+                     backend=getattr(args, "backend", None))
     except StackError as exc:
         raise CliError(str(exc)) from None
 
@@ -85,7 +90,8 @@ def _up(args: argparse.Namespace) -> int:
     if started:
         console.print(f"stack up in {time.monotonic() - start:.1f}s")
         console.print(f"  OTLP/HTTP {stack.otlp_endpoint}  OTLP/gRPC {stack.otlp_grpc_endpoint}")
-        console.print(f"  Prometheus {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}")
+        api = "Thanos query" if stack.backend == "thanos" else "Prometheus"
+        console.print(f"  {api} {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}")
         console.print(f"  pager {stack.pager_url}/alerts -> {stack.pages_file}")
     return 0
 

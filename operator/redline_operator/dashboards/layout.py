@@ -64,14 +64,14 @@ def _variables(cfg: Config) -> list:
     ]
 
 
-def _headroom_gauge(t: Target):
+def _headroom_gauge(t: Target, fresh: str):
     page, warn = round(1 - t.page_fraction, 3), round(1 - t.warn_fraction, 3)
     return gauge_panel(
         f"Headroom — {t.name}",
         f"1 − concurrency / saturation ({t.saturation_concurrency:g}). Orange below "
         f"{warn:.0%} (warn at {t.warn_concurrency:g} in flight), red below {page:.0%} "
         f"(page at {t.page_concurrency:g}).",
-        q.headroom(t), steps=[(None, "red"), (page, "orange"), (warn, "green")],
+        q.headroom(t, fresh), steps=[(None, "red"), (page, "orange"), (warn, "green")],
         min_val=-0.5, height=8)
 
 
@@ -81,7 +81,8 @@ def saturation_dashboard(cfg: Config) -> dict:
     levels = [q.target_level(ts, lvl) for lvl in _LEVELS]
     slo_p95 = min(t.slo.latency_p95_seconds for t in ts)
     slo_ttft = min(t.slo.ttft_p95_seconds for t in ts)
-    gauges = [_headroom_gauge(t) for t in ts]
+    fresh = cfg.fresh_window
+    gauges = [_headroom_gauge(t, fresh) for t in ts]
     for g in gauges:
         g.span(max(3, 12 // len(ts)))
     rows = [
@@ -91,15 +92,25 @@ def saturation_dashboard(cfg: Config) -> dict:
                 "In-flight model calls (left axis) against p95 end-to-end latency (right axis) "
                 "for the selected target. Dashed lines: warn, page and saturation concurrency "
                 "from redline.yaml. p95 turning upward as in-flight nears saturation is the knee.",
-                [q.target_concurrency(ts), q.target_p95(ts), *levels], unit="short",
+                [q.target_concurrency(ts, fresh), q.target_p95(ts), *levels], unit="short",
                 right_axis={"p95": "s"}, levels=_LEVELS, width=12, height=10),
             xy_panel(
                 "p95 against concurrency (the knee)",
                 "Each point is one instant: x = calls in flight, y = p95 latency. Vertical "
                 "markers at the warn, page and saturation concurrency of redline.yaml; the "
                 "knee is where the cloud bends upward.",
-                [q.target_concurrency(ts), q.target_p95(ts), *levels],
+                [q.target_concurrency(ts, fresh), q.target_p95(ts), *levels],
                 x="in-flight", y="p95", markers=_LEVELS, width=12, height=10),
+        ]),
+        Row("Replicas — $target", [
+            timeseries_panel(
+                "In flight by replica",
+                "In-flight model calls of the selected target per process (service.name and "
+                "service.instance.id): which replica is hot. They sum to the concurrency "
+                f"above. A process that stops exporting (killed, scaled in) leaves within "
+                f"{fresh} (2 export intervals), so the dead never add phantom load.",
+                [q.target_concurrency_by_instance(ts, fresh)], unit="short",
+                width=24, height=7),
         ]),
         Row("Headroom and Little's law", [
             *gauges,
@@ -179,7 +190,7 @@ def capacity_dashboard(cfg: Config) -> dict:
                              "What clients have in flight against what the inference server "
                              "(vLLM or `redline sim`) runs in its batch and queues. Waiting > 0 "
                              "means the server is saturated: latency now grows with load.",
-                             q.client_vs_server(), unit="short", width=12),
+                             q.client_vs_server(cfg.fresh_window), unit="short", width=12),
         ]),
         Row("GPU (NVML or DCGM exporter)", [
             timeseries_panel("GPU utilization",

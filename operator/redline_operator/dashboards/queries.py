@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from redline.config import Target
 from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
-from redline_operator.promql import target_matchers
+from redline_operator.promql import DEFAULT_FRESH_WINDOW, fresh, target_matchers
 
 __all__ = [
     "Query",
@@ -106,15 +106,28 @@ def _quantile(q: float, spec: MetricSpec, sel: str, by: str = "") -> str:
     return f"histogram_quantile({q}, sum{group}(rate({spec.prom}{{{sel}}}[{RATE}])))"
 
 
-def _in_flight(sel: str) -> str:
-    return f"sum({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}})"
+def _in_flight(sel: str, window: str, by: str = "") -> str:
+    """In-flight model calls of live processes only (``window``: ``fresh_window``)."""
+    group = f" by ({by})" if by else ""
+    return f"sum{group}({fresh(f'{METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}}', window)})"
 
 
 # --- concurrency vs p95 (target-scoped) -----------------------------------------------
 
-def target_concurrency(targets: Sequence[Target]) -> Query:
-    """In-flight model calls of the selected target, summed over every process."""
-    return Query(per_target(targets, lambda t: _in_flight(target_selector(t))), "in-flight")
+def target_concurrency(targets: Sequence[Target], window: str = DEFAULT_FRESH_WINDOW) -> Query:
+    """In-flight model calls of the selected target, summed over every live process."""
+    return Query(per_target(targets, lambda t: _in_flight(target_selector(t), window)),
+                 "in-flight")
+
+
+def target_concurrency_by_instance(targets: Sequence[Target],
+                                   window: str = DEFAULT_FRESH_WINDOW) -> Query:
+    """In-flight model calls of the selected target per process (``service.instance.id``
+    is the ``instance`` label): which replica is hot. A killed replica leaves the panel
+    within ``window``."""
+    return Query(per_target(targets, lambda t: _in_flight(target_selector(t), window,
+                                                          by="job, instance")),
+                 "{{job}} {{instance}}")
 
 
 def target_p95(targets: Sequence[Target]) -> Query:
@@ -130,9 +143,9 @@ def target_level(targets: Sequence[Target], level: str) -> Query:
     return Query(per_target(targets, lambda t: f"vector({getattr(t, attr):g})"), level)
 
 
-def headroom(target: Target) -> Query:
+def headroom(target: Target, window: str = DEFAULT_FRESH_WINDOW) -> Query:
     """1 - concurrency / saturation for one target (negative past the knee)."""
-    return Query(f"1 - {_in_flight(target_selector(target))} / "
+    return Query(f"1 - {_in_flight(target_selector(target), window)} / "
                  f"{target.saturation_concurrency:g}", target.name)
 
 
@@ -234,11 +247,11 @@ def limiter_flow() -> list[Query]:
     ]
 
 
-def client_vs_server() -> list[Query]:
+def client_vs_server(window: str = DEFAULT_FRESH_WINDOW) -> list[Query]:
     """What clients have in flight against what the server runs and queues."""
     server_sel = 'model_name=~"$model"'
     return [
-        Query(_in_flight(model_selector()), "client in-flight"),
+        Query(_in_flight(model_selector(), window), "client in-flight"),
         Query(f"sum({VLLM_RUNNING}{{{server_sel}}})", "server running"),
         Query(f"sum({VLLM_WAITING}{{{server_sel}}})", "server waiting"),
     ]

@@ -27,7 +27,7 @@ def fetch_series(prom: PrometheusClient, cfg: Config, target: Target, *, seconds
     """``{"in-flight": [(t, v)...], "p95": [...]}`` for one target over the last ``seconds``."""
     end = time.time()
     out: dict[str, list[tuple]] = {}
-    for query in (q.target_concurrency(cfg.targets), q.target_p95(cfg.targets)):
+    for query in (q.target_concurrency(cfg.targets, cfg.fresh_window), q.target_p95(cfg.targets)):
         expr = q.substitute(query.expr, target=target.name, rate_interval=rate_interval)
         result = prom.query_range(expr, end - seconds, end, step)
         out[query.legend] = [(float(t), float(v)) for r in result for t, v in r["values"]

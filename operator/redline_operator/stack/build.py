@@ -242,7 +242,7 @@ def build_all(
         on_start: Called with a binary's name just before it is checked or built.
 
     Yields:
-        One BuildResult per binary, the Collector last.
+        One BuildResult per binary: the Go tools, the Collector, then Thanos.
 
     Raises:
         BuildError: Go is missing or a build failed (its log tail is in the message).
@@ -260,3 +260,9 @@ def build_all(
     if on_start:
         on_start(COLLECTOR_BINARY)
     yield _build_collector(root, go, env)
+    # The scale-out backend (`redline stack up --backend thanos`), built the same way.
+    from redline_operator.stack.thanos import THANOS_BINARY, build_thanos
+
+    if on_start:
+        on_start(THANOS_BINARY)
+    yield build_thanos(root, go, env)
