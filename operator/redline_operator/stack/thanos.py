@@ -210,7 +210,7 @@ def _hashring(state: Path, tp: ThanosPorts) -> Path:
     return path
 
 
-def _alertmanager_config(root: Path, state: Path, ports: Ports) -> Path:
+def alertmanager_config_for(root: Path, state: Path, ports: Ports) -> Path:
     """The generated Alertmanager config, with the pager URL moved to ``ports.pager``."""
     path = alertmanager_config(root, state, ports)
     if ports.pager == Ports().pager:
@@ -264,7 +264,7 @@ def components(root: Path, state: Path, ports: Ports, bin_dir: Path | None = Non
     ring = _hashring(state, tp)
     am = base["alertmanager"]
     am = Component(am.name, [a if not a.startswith("--config.file=") else
-                             f"--config.file={_alertmanager_config(root, state, ports)}"
+                             f"--config.file={alertmanager_config_for(root, state, ports)}"
                              for a in am.argv], am.ports, am.ready_url, am.marker, am.env,
                    am.binary, am.data_dir)
     receivers = [_receiver(i, thanos, state, tp, ring) for i in range(RECEIVERS)]
