@@ -215,7 +215,8 @@ def alertmanager_config_for(root: Path, state: Path, ports: Ports) -> Path:
     path = alertmanager_config(root, state, ports)
     if ports.pager == Ports().pager:
         return path
-    rendered = state / "alertmanager-thanos.yml"
+    rendered = state / "alertmanager-moved-pager.yml"
+    rendered.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text(encoding="utf-8").replace(
         _DEFAULT_PAGER_URL, f"http://{HOST}:{ports.pager}/alerts")
     rendered.write_text(text, encoding="utf-8")
