@@ -15,6 +15,7 @@ import time
 import uuid
 
 import httpx
+import numpy as np
 import pytest
 from tests import test_alerts_live
 from tests.test_alerts_live import test_page_reaches_pager_in_time_and_not_below_threshold
@@ -30,6 +31,7 @@ from tests.workloads.private_stack import PrivateStack
 
 from redline_operator import promql
 from redline_operator.sim import SimConfig, run_in_thread
+from redline_operator.stack.thanos import wait_wired
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -45,6 +47,7 @@ KILL_AFTER_S = 4.0
 def stack(stack_binaries, repo_root, tmp_path_factory):
     thanos = PrivateStack(repo_root, tmp_path_factory.mktemp("thanos"), backend="thanos")
     thanos.up()
+    wait_wired(thanos.prometheus_url)
     yield thanos
     thanos.down()
 
@@ -73,6 +76,8 @@ def run(stack, tmp_path_factory):
         _kill(stack, "thanos-receive-1")
         worker.join()
     assert records, "the workload failed"
+    stack.up()  # receive-1 comes back (it then lacks the samples of its outage)
+    wait_wired(stack.prometheus_url)
     prom = promql.PrometheusClient(stack.prometheus_url)
     yield service, records, prom
     prom.close()
@@ -85,3 +90,9 @@ def test_native_histograms_survive_remote_write(run):
     # a native histogram: no classic _bucket series, and histogram functions answer
     assert prom.query(f"{name}_bucket{{{sel}}}") == []
     assert prom.scalar(f"sum(histogram_count({name}{{{sel}}}))") == len(records)
+    for key, metric in (("duration", name), ("ttft", f"{name[:-len('duration_seconds')]}"
+                                                       "time_to_first_chunk_seconds")):
+        exact = float(np.percentile([r[key] for r in records], 95))
+        got = prom.scalar(f"histogram_quantile(0.95, sum({metric}{{{sel}}}))")
+        print(f"\nThanos p95 {key}: {got:.4f} s vs client {exact:.4f} s "
+              f"({(got - exact) / exact:+.2%}); {len(records)} calls")

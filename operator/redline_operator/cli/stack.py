@@ -87,6 +87,13 @@ def _up(args: argparse.Namespace) -> int:
         started = stack.up(log=console.print)
     except StackError as exc:
         raise CliError(str(exc)) from None
+    if started and stack.backend == "thanos":
+        from redline_operator.stack.thanos import wait_wired
+
+        try:
+            wait_wired(stack.prometheus_url, timeout=args.timeout)
+        except TimeoutError as exc:
+            raise CliError(str(exc)) from None
     if started:
         console.print(f"stack up in {time.monotonic() - start:.1f}s")
         console.print(f"  OTLP/HTTP {stack.otlp_endpoint}  OTLP/gRPC {stack.otlp_grpc_endpoint}")

@@ -62,6 +62,7 @@ __all__ = [
     "REPLICA_LABEL",
     "ThanosPorts",
     "build_thanos",
+    "wait_wired",
     "components",
 ]
 
@@ -153,6 +154,30 @@ def record_backend(state: Path, backend: str) -> None:
 
 def forget_backend(state: Path) -> None:
     _backend_file(state).unlink(missing_ok=True)
+
+
+def wait_wired(query_url: str, timeout: float = 30.0) -> None:
+    """Wait until Thanos query has found every receiver and the ruler (it checks its
+    endpoints every 5 s, so ``/-/ready`` comes before it can answer for all of them).
+
+    Raises:
+        TimeoutError: not wired within ``timeout`` (the message lists what it sees).
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    seen: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            seen = httpx.get(f"{query_url}/api/v1/stores", timeout=5).json().get("data", {})
+        except (httpx.HTTPError, ValueError):
+            seen = {}
+        healthy = {k: [e for e in v if not e.get("lastError")] for k, v in seen.items()}
+        if len(healthy.get("receive", [])) == RECEIVERS and healthy.get("rule"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Thanos query at {query_url} did not find {RECEIVERS} receivers and "
+                       f"the ruler within {timeout:.0f}s; it sees {seen}")
 
 
 # --- build --------------------------------------------------------------------------------
