@@ -197,8 +197,7 @@ def _hand_expected(level: str, value: str, pct: str, dur: str) -> dict:
                        f"level {value} ({pct} of the saturation point 16) for {dur}. Past the "
                        "saturation point p95 latency grows non-linearly: shed load or add "
                        "capacity.",
-        "runbook_url": "https://github.com/redline-dev/redline/blob/main/alerts/runbooks/"
-                       "RedlineConcurrencyNearSaturation.md"}}
+        "runbook_url": "http://127.0.0.1:9096/runbooks/RedlineConcurrencyNearSaturation.md"}}
 
 
 def test_promtool_hand_written_page_boundary(stack_binaries, tmp_path):

@@ -280,7 +280,12 @@ class Config(_Strict):
         "(OTEL_METRIC_EXPORT_INTERVAL; redline's default is 5 s). A gauge pushed over OTLP "
         "gets no staleness marker when its process dies, so every concurrency redline reads "
         "counts only series refreshed within FRESH_EXPORTS export intervals (fresh_window).")
-    runbook_base_url: str = "https://github.com/redline-dev/redline/blob/main/alerts/runbooks"
+    runbook_base_url: str | None = Field(
+        None, pattern=r"^https?://", description="Where alerts/runbooks/ is served; every "
+        "alert's runbook_url is this + '/<Alert>.md'. Required by `redline rules`: there is "
+        "no default, so a page never links to a page that does not exist. The local pager "
+        "(`redline stack up`) serves them at http://127.0.0.1:9096/runbooks; in production "
+        "use where your repository or wiki serves alerts/runbooks/.")
     targets: list[Target] = Field(min_length=1)
     pager: Pager
 

@@ -110,7 +110,7 @@ class _Expect:
 
     def alert(self, name: str, severity: str, value: float, **labels: str) -> dict:
         spec = next(s for s in self.specs if s.name == name and s.severity == severity)
-        rule = spec.rule(self.target, self.cfg.runbook_base_url)
+        rule = spec.rule(self.target, r.runbook_base(self.cfg))
         all_labels = {**labels, **rule["labels"]}
         ann = {k: _render(v, value, all_labels) for k, v in rule["annotations"].items()}
         return {"exp_labels": all_labels, "exp_annotations": ann}

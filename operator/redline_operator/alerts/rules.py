@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redline.config import Config, Target
+from redline.config import Config, ConfigError, Target
 from redline_operator.alerts import queries as q
 
 __all__ = ["AlertSpec", "ALERT_NAMES", "alert_specs", "target_rule_files", "LONG_INTERVAL"]
@@ -179,10 +179,26 @@ def _slo_recording(target: Target) -> list[dict]:
              "labels": {"target": target.name}} for w in q.ERROR_RATIO_WINDOWS]
 
 
+def runbook_base(cfg: Config) -> str:
+    """``runbook_base_url``, which the rules need.
+
+    Raises:
+        ConfigError: it is not set (there is no default: a made-up one would link every
+            page to a page that does not exist).
+    """
+    if cfg.runbook_base_url is None:
+        raise ConfigError(
+            "key runbook_base_url is not set: alert runbook links need to know where "
+            "alerts/runbooks/ is served, e.g. https://github.com/<you>/<repo>/blob/main/"
+            "alerts/runbooks, or http://127.0.0.1:9096/runbooks (the local pager of "
+            "`redline stack up` serves them)")
+    return cfg.runbook_base_url
+
+
 def target_rule_files(cfg: Config, target: Target) -> dict[str, dict]:
     """Rule file contents for one target, by file-name suffix."""
     specs = alert_specs(target)
-    base = cfg.runbook_base_url
+    base = runbook_base(cfg)
     return {
         "rules.yml": {"groups": [{
             "name": f"redline.{target.name}", "interval": cfg.evaluation_interval,

@@ -64,14 +64,20 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "prometheus-operator":
         from redline_operator.alerts.k8s import render
 
-        sys.stdout.write(render(cfg, source=args.config.name, namespace=args.namespace))
+        try:
+            sys.stdout.write(render(cfg, source=args.config.name, namespace=args.namespace))
+        except ConfigError as exc:
+            raise CliError(f"{args.config}: {exc}") from None
         return 0
     base = args.config.parent
     alerts_dir = args.out if args.out is not None else base / "alerts"
     compose = args.compose_out if args.compose_out is not None else (
         base / "compose" / "alertmanager.yml")
-    files = generate(cfg, source=args.config.name, alerts_dir=str(alerts_dir),
-                     compose_file=str(compose))
+    try:
+        files = generate(cfg, source=args.config.name, alerts_dir=str(alerts_dir),
+                         compose_file=str(compose))
+    except ConfigError as exc:
+        raise CliError(f"{args.config}: {exc}") from None
     if args.render_secrets is not None:
         return _render_secrets(cfg, args)
     if args.check_targets:

@@ -13,6 +13,9 @@ Endpoints:
     ``GET /alerts``: ``{"pages": [{"received_at": <unix s>, "path": ..., "payload": ...}]}``.
     ``DELETE /alerts``: forget what was received (the file is truncated).
     ``GET /-/ready``: 200 once listening.
+    ``GET /runbooks/<Alert>.md``: the generated runbook from ``--runbooks`` (default
+    ``alerts/runbooks`` under the working directory, the repository root when the stack
+    starts it), so the ``runbook_url`` of a local page resolves.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ class PagerServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], out: Path) -> None:
+    def __init__(self, address: tuple[str, int], out: Path,
+                 runbooks: Path = Path("alerts/runbooks")) -> None:
         self.out = out
+        self.runbooks = runbooks
         self.lock = threading.Lock()
         out.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(address, _Handler)
@@ -92,9 +97,25 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/-/ready":
             self._reply(200, {"status": "ready"})
             return
+        if self.path.startswith("/runbooks/"):
+            self._runbook(self.path.removeprefix("/runbooks/"))
+            return
         with self.server.lock:
             pages = read_pages(self.server.out)
         self._reply(200, {"pages": pages})
+
+    def _runbook(self, name: str) -> None:
+        # one flat directory of generated files: a bare <Alert>.md name, nothing else
+        path = self.server.runbooks / name
+        if "/" in name or not name.endswith(".md") or not path.is_file():
+            self._reply(404, {"error": f"no runbook {name!r} in {self.server.runbooks}"})
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/markdown; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_DELETE(self) -> None:  # noqa: N802
         self.server.clear()
@@ -119,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9096)
     parser.add_argument("--out", type=Path, default=Path(".cache/stack/pages.jsonl"))
+    parser.add_argument("--runbooks", type=Path, default=Path("alerts/runbooks"),
+                        help="directory of the generated runbooks served at /runbooks/")
     args = parser.parse_args(argv)
     try:
-        server = PagerServer((args.host, args.port), args.out)
+        server = PagerServer((args.host, args.port), args.out, args.runbooks)
     except OSError as exc:
         print(f"pager: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
