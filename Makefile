@@ -15,12 +15,12 @@ UV     := .cache/tools/bin/uv
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack lint generate bench clean lock
+.PHONY: demo test venv stack thanos lint generate bench clean lock
 
 demo: stack
 	$(BIN)/redline demo
 
-test: stack
+test: stack thanos
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
 
@@ -38,6 +38,10 @@ $(STAMP): pyproject.toml instrumentation/pyproject.toml uv.lock | $(UV)
 
 stack: venv
 	$(BIN)/redline stack build
+
+# The scale-out backend's Thanos (tests/test_thanos.py; `redline stack up --backend thanos`).
+thanos: venv
+	$(BIN)/redline stack build --backend thanos
 
 lint: venv
 	$(BIN)/ruff check instrumentation operator tests benchmarks

@@ -31,6 +31,7 @@ from tests.workloads.private_stack import PrivateStack
 
 from redline_operator import promql
 from redline_operator.sim import SimConfig, run_in_thread
+from redline_operator.stack import Stack, StackError
 from redline_operator.stack.thanos import wait_wired
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -45,6 +46,11 @@ KILL_AFTER_S = 4.0
 
 @pytest.fixture(scope="module")
 def stack(stack_binaries, repo_root, tmp_path_factory):
+    try:
+        for _ in Stack(repo_root, backend="thanos").build():  # `make thanos`; cached
+            pass
+    except StackError as exc:
+        pytest.fail(f"building Thanos failed:\n{exc}")
     thanos = PrivateStack(repo_root, tmp_path_factory.mktemp("thanos"), backend="thanos")
     thanos.up()
     wait_wired(thanos.prometheus_url)

@@ -163,11 +163,13 @@ class Stack:
     # -- lifecycle -------------------------------------------------------------------
 
     def build(self, on_start: Callable[[str], None] | None = None) -> Iterator[BuildResult]:
-        """Build missing or outdated binaries (see redline_operator.stack.build.build_all)."""
+        """Build missing or outdated binaries (see redline_operator.stack.build.build_all);
+        Thanos too when this stack's backend is ``thanos``."""
         from redline_operator.stack.build import BuildError
 
         try:
-            yield from build_all(self.root, on_start=on_start)
+            yield from build_all(self.root, on_start=on_start,
+                                 thanos=self.backend == "thanos")
         except BuildError as exc:
             raise StackError(str(exc)) from None
 
