@@ -27,13 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.workloads.private_stack import PrivateStack  # noqa: E402
+from tests.workloads.replicas import Replica  # noqa: E402
+
 from redline.config import duration_seconds, load_config  # noqa: E402
 from redline_operator.alerts import queries as q  # noqa: E402
 from redline_operator.promql import PrometheusClient  # noqa: E402
 from redline_operator.sim import SimConfig, run_in_thread  # noqa: E402
 from redline_operator.stack import processes  # noqa: E402
-from tests.workloads.private_stack import PrivateStack  # noqa: E402
-from tests.workloads.replicas import Replica  # noqa: E402
 
 CFG = load_config(ROOT / "redline.yaml")
 RECORDED = q.recorded(q.CONCURRENCY, CFG.target("sim"))

@@ -31,6 +31,7 @@ from redline.semconv import METRICS
 from redline_operator.promql import (
     DEFAULT_FRESH_WINDOW,
     PrometheusClient,
+    PrometheusError,
     in_flight,
     quantile,
     rate,
@@ -86,9 +87,13 @@ def bucket_by_concurrency(rows: Iterable[tuple[float, ...]], *, min_samples: int
 def _series(result: list[dict]) -> dict[float, float]:
     """One range-query series as {timestamp: value}; several series are summed."""
     out: dict[float, float] = defaultdict(float)
-    for series in result:
-        for ts, value in series.get("values", []):
-            out[float(ts)] += float(value)
+    try:
+        for series in result:
+            for ts, value in series.get("values", []):
+                out[float(ts)] += float(value)
+    except (TypeError, ValueError):
+        raise PrometheusError("query_range answered values that are not numbers: is the "
+                              "URL a Prometheus server?") from None
     return dict(out)
 
 
