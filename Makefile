@@ -15,12 +15,12 @@ UV     := .cache/tools/bin/uv
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack schemas lint generate bench clean lock
+.PHONY: demo test venv stack schemas thanos lint generate bench clean lock
 
 demo: stack
 	$(BIN)/redline demo
 
-test: stack schemas
+test: stack schemas thanos
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
 
@@ -43,6 +43,10 @@ stack: venv
 # .cache/schemas/: the generated autoscaling/ files are validated against it.
 schemas: venv
 	$(BIN)/python -m redline_operator.autoscaling.schemas fetch
+
+# The scale-out backend's Thanos (tests/test_thanos.py; `redline stack up --backend thanos`).
+thanos: venv
+	$(BIN)/redline stack build --backend thanos
 
 lint: venv
 	$(BIN)/ruff check instrumentation operator tests benchmarks

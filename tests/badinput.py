@@ -41,6 +41,7 @@ REDLINE = [str(Path(sys.executable).parent / "redline")]
 BASE = {
     "version": 1,
     "evaluation_interval": "5s",
+    "runbook_base_url": "http://127.0.0.1:9096/runbooks",  # required by `redline rules`
     "targets": [{
         "name": "sim",
         "match": {"server_address": "127.0.0.1", "model": "sim-model"},

@@ -93,7 +93,12 @@ def test_page_reaches_pager_in_time_and_not_below_threshold(stack):
     groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()
     assert "redline.sim" in {g["name"] for g in groups["data"]["groups"]}, \
         "Prometheus did not load alerts/sim.rules.yml"
-    busy = prom.scalar(q.recorded(q.CONCURRENCY, sim_t))
+    # an earlier test's app may have just exited: its last values age out of the
+    # freshness window and the next evaluations record them gone
+    deadline = time.time() + 2 * duration_seconds(cfg.export_interval) + 3 * duration_seconds(
+        cfg.evaluation_interval)
+    while (busy := prom.scalar(q.recorded(q.CONCURRENCY, sim_t))) and time.time() < deadline:
+        time.sleep(0.5)
     assert not busy, f"another process already drives target sim ({busy} in flight)"
 
     cross_at = page_for + duration_seconds(cfg.evaluation_interval) + 10  # 45s here

@@ -73,8 +73,9 @@ def test_peak_in_flight_equals_driven_concurrency(run):
     sel = promql.selector(job=service)
     peak = prom.scalar(f"max_over_time({promql.in_flight(sel)}[2m:250ms])")
     assert peak == CONCURRENCY
-    # and it came back to zero when the app finished
-    assert prom.scalar(promql.in_flight(sel)) == 0
+    # and it came back to zero when the app finished: its last sample says 0
+    latest = f"sum(last_over_time({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}}[5m]))"
+    assert prom.scalar(latest) == 0
 
 
 @pytest.mark.parametrize("spec,key", [(METRICS.OPERATION_DURATION, "duration"),

@@ -64,10 +64,11 @@ def test_sim_thresholds_come_from_the_config():
     record = next(
         r for r in _rules(REPO / "alerts" / "sim.rules.yml")
         if r.get("record") == "redline:target_concurrency:sum")
-    # redline.yaml names the sim twice: 127.0.0.1 (native) and sim (docker compose).
-    assert record["expr"] == ('sum(redline_client_requests_in_flight'
+    # redline.yaml names the sim twice: 127.0.0.1 (native) and sim (docker compose); only
+    # live processes count: series refreshed within 2 export intervals (5 s default)
+    assert record["expr"] == ('sum(last_over_time(redline_client_requests_in_flight'
                               '{server_address=~"127\\\\.0\\\\.0\\\\.1|sim",'
-                              'gen_ai_request_model="sim-model"})')
+                              'gen_ai_request_model="sim-model"}[10s]))')
     assert record["labels"] == {"target": "sim"}
 
 
@@ -207,8 +208,7 @@ def _hand_expected(level: str, value: str, pct: str, dur: str) -> dict:
                        f"level {value} ({pct} of the saturation point 16) for {dur}. Past the "
                        "saturation point p95 latency grows non-linearly: shed load or add "
                        "capacity.",
-        "runbook_url": "https://github.com/redline-dev/redline/blob/main/alerts/runbooks/"
-                       "RedlineConcurrencyNearSaturation.md"}}
+        "runbook_url": "http://127.0.0.1:9096/runbooks/RedlineConcurrencyNearSaturation.md"}}
 
 
 def test_promtool_hand_written_page_boundary(stack_binaries, tmp_path):

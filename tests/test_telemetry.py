@@ -122,3 +122,53 @@ def test_an_existing_global_provider_is_used_as_is():
         redline.shutdown_telemetry()
     """)
     assert got["same"]
+
+
+def test_the_last_export_reports_nothing_in_flight():
+    """FinalZeroExporter: after closing(), in-flight gauges export as 0, the rest as is."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+
+    from redline._final_zero import IN_FLIGHT_NAMES, FinalZeroExporter
+
+    class Recording(MetricExporter):
+        def __init__(self):
+            super().__init__(preferred_temporality={})
+            self.exports = []
+
+        def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+            self.exports.append({m.name: [p.value for p in m.data.data_points]
+                                 for rm in metrics_data.resource_metrics
+                                 for sm in rm.scope_metrics for m in sm.metrics})
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis=10_000):
+            return True
+
+        def shutdown(self, timeout_millis=30_000, **kwargs):
+            pass
+
+    inner = Recording()
+    final = FinalZeroExporter(inner)
+    assert final._preferred_temporality == inner._preferred_temporality
+    provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(
+        final, export_interval_millis=3_600_000)])
+    meter = provider.get_meter("t")
+    in_flight = meter.create_up_down_counter(METRICS.REQUESTS_IN_FLIGHT.name)
+    requests = meter.create_counter(METRICS.REQUESTS.name)
+    in_flight.add(3, {"m": "a"})
+    in_flight.add(2, {"m": "b"})
+    requests.add(7)
+    provider.force_flush()
+    assert sorted(inner.exports[-1][METRICS.REQUESTS_IN_FLIGHT.name]) == [2, 3]
+    final.closing()
+    provider.shutdown()
+    last = inner.exports[-1]
+    assert last[METRICS.REQUESTS_IN_FLIGHT.name] == [0, 0]
+    assert last[METRICS.REQUESTS.name] == [7]
+    assert METRICS.REQUESTS_IN_FLIGHT.name in IN_FLIGHT_NAMES
+    assert METRICS.REQUESTS.name not in IN_FLIGHT_NAMES

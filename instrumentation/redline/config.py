@@ -32,6 +32,8 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from redline.telemetry import DEFAULT_EXPORT_INTERVAL_MS
+
 __all__ = [
     "ConfigError",
     "Config",
@@ -50,6 +52,8 @@ __all__ = [
     "validation_message",
     "MAX_CONFIG_BYTES",
     "DEFAULT_CONFIG_PATH",
+    "FRESH_EXPORTS",
+    "fresh_window",
 ]
 
 DEFAULT_CONFIG_PATH = Path("redline.yaml")
@@ -59,6 +63,11 @@ _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 #: The largest config file redline reads; a real redline.yaml is a few kilobytes.
 MAX_CONFIG_BYTES = 1024 * 1024
+
+#: A series counts as live while its newest sample is younger than this many export
+#: intervals: one missed or late export is tolerated, and a dead process drops out within
+#: 2 intervals (+ one rule evaluation), inside the 3 + 1 that redline promises.
+FRESH_EXPORTS = 2
 
 
 def duration_seconds(value: str) -> float:
@@ -147,6 +156,16 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
 #: Knees are measured in requests in flight: below 1 there is nothing to queue behind;
 #: above a million no single target is one service any more.
 MAX_SATURATION = 1_000_000
+
+
+#: The apps' export interval unless redline.yaml says otherwise: redline's own default.
+DEFAULT_EXPORT_INTERVAL = f"{DEFAULT_EXPORT_INTERVAL_MS // 1000}s"
+
+
+def fresh_window(export_interval: str = DEFAULT_EXPORT_INTERVAL) -> str:
+    """The freshness window for series exported every ``export_interval``, as a duration."""
+    ms = round(duration_seconds(export_interval) * 1000 * FRESH_EXPORTS)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
 class ConfigError(Exception):
@@ -442,7 +461,17 @@ class Config(_Strict):
 
     version: Literal[1] = 1
     evaluation_interval: Dur(1, 300) = "5s"
-    runbook_base_url: HttpUrl = "https://github.com/redline-dev/redline/blob/main/alerts/runbooks"
+    export_interval: Dur(1, 300) = Field(
+        DEFAULT_EXPORT_INTERVAL, description="How often the apps export their metrics "
+        "(OTEL_METRIC_EXPORT_INTERVAL; redline's default is 5 s). A gauge pushed over OTLP "
+        "gets no staleness marker when its process dies, so every concurrency redline reads "
+        "counts only series refreshed within FRESH_EXPORTS export intervals (fresh_window).")
+    runbook_base_url: HttpUrl | None = Field(
+        None, description="Where alerts/runbooks/ is served; every "
+        "alert's runbook_url is this + '/<Alert>.md'. Required by `redline rules`: there is "
+        "no default, so a page never links to a page that does not exist. The local pager "
+        "(`redline stack up`) serves them at http://127.0.0.1:9096/runbooks; in production "
+        "use where your repository or wiki serves alerts/runbooks/.")
     targets: list[Target] = Field(min_length=1, max_length=200)
     pager: Pager
 
@@ -454,6 +483,11 @@ class Config(_Strict):
         if dupes:
             raise ValueError(f"target names must be unique; repeated: {dupes}")
         return targets
+
+    @property
+    def fresh_window(self) -> str:
+        """In-flight series with no sample within this window belong to a dead process."""
+        return fresh_window(self.export_interval)
 
     def target(self, name: str) -> Target:
         for t in self.targets:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -45,6 +46,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExp
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
+from redline._final_zero import FinalZeroExporter
 from redline.instruments import set_default_meter_provider
 from redline.semconv import LATENCY_MAX_SCALE, LATENCY_MAX_SIZE, METRICS
 
@@ -67,6 +69,7 @@ DEFAULT_EXPORT_INTERVAL_MS = 5000
 _lock = threading.Lock()
 _provider: MeterProvider | None = None  # what configure_telemetry returned
 _owned = False  # True when redline built it (and so shuts it down)
+_final: FinalZeroExporter | None = None  # its exporter: the last export reports 0 in flight
 
 _CUMULATIVE = {
     kind: AggregationTemporality.CUMULATIVE
@@ -178,7 +181,7 @@ def configure_telemetry(
     Raises:
         ValueError: the OTLP protocol in the environment is neither ``grpc`` nor ``http/*``.
     """
-    global _provider, _owned
+    global _provider, _owned, _final
     with _lock:
         if _provider is not None:
             return _provider
@@ -186,10 +189,14 @@ def configure_telemetry(
         if provider is None:
             provider = _global_sdk_provider()
         if provider is None:
+            _final = FinalZeroExporter(_exporter(endpoint))
             reader = PeriodicExportingMetricReader(
-                _exporter(endpoint), export_interval_millis=_interval_ms(export_interval_ms))
+                _final, export_interval_millis=_interval_ms(export_interval_ms))
             provider = SDKMeterProvider(metric_readers=[reader], resource=_resource(service_name),
                                         views=latency_views())
+            # Runs before the SDK's own exit hook (registered above, atexit is LIFO), whose
+            # final export then reports 0 in flight even without shutdown_telemetry().
+            atexit.register(_final.closing)
             metrics.set_meter_provider(provider)
             owned = True
         _provider, _owned = provider, owned
@@ -214,21 +221,27 @@ def force_flush(timeout_millis: int = 10_000) -> bool:
         return False
 
 
-def shutdown_telemetry() -> None:
+def shutdown_telemetry(timeout_millis: int = 10_000) -> None:
     """Flush and stop what :func:`configure_telemetry` built; a no-op otherwise.
+
+    The last export reports every in-flight gauge as 0 (calls still open are abandoned by
+    the exiting process), so no reader counts this process after it. Returns within about
+    ``timeout_millis`` even when the Collector is gone or hangs: the export is abandoned.
 
     After it, :func:`configure_telemetry` may be called again (it then reuses the global
     provider, which OpenTelemetry does not let anyone replace).
     """
-    global _provider, _owned
+    global _provider, _owned, _final
     with _lock:
-        provider, owned = _provider, _owned
-        _provider, _owned = None, False
+        provider, owned, final = _provider, _owned, _final
+        _provider, _owned, _final = None, False, None
     if provider is None:
         return
     try:
         if owned:
-            provider.shutdown()
+            if final is not None:
+                final.closing()
+            provider.shutdown(timeout_millis=timeout_millis)
         else:
             force_flush()
     except Exception:

@@ -23,7 +23,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from redline.config import Target
+from redline.config import Target, fresh_window
 from redline.semconv import METRICS
 from redline_operator import promql
 
@@ -166,11 +166,17 @@ async def agent_step(client, settings: DemoSettings, agents: int, seconds: float
     return pool.calls
 
 
-def read_step(prom: promql.PrometheusClient, sel: str, start: float, end: float) -> dict:
-    """The step's numbers as Prometheus reports them over [start, end]."""
+def read_step(prom: promql.PrometheusClient, sel: str, start: float, end: float,
+              fresh: str = promql.DEFAULT_FRESH_WINDOW) -> dict:
+    """The step's numbers as Prometheus reports them over [start, end].
+
+    ``fresh`` is the freshness window of the demo's own export interval: only series of
+    live processes count towards in-flight.
+    """
     window = f"{max(2, int(end - start))}s"
+    in_flight = promql.in_flight(sel, window=fresh)
     return {
-        "in_flight": prom.scalar(f"avg_over_time({promql.in_flight(sel)}[{window}:500ms])", end),
+        "in_flight": prom.scalar(f"avg_over_time({in_flight}[{window}:500ms])", end),
         "p95_latency": prom.scalar(
             promql.quantile(0.95, METRICS.OPERATION_DURATION, window, sel), end),
         "p95_ttft": prom.scalar(
@@ -209,10 +215,10 @@ async def run_steps(url: str, prom: promql.PrometheusClient, settings: DemoSetti
 
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-not-a-secret",
                                 max_retries=2)
-    # only this app's series: a killed process leaves its last in-flight value in
-    # Prometheus until the 5-minute lookback expires
+    # only this app's series, and only live ones (earlier demo runs are other processes)
     sel = promql.selector(job=os.environ["OTEL_SERVICE_NAME"],
                           gen_ai_request_model=settings.model)
+    fresh = fresh_window(f"{settings.export_interval_ms}ms")
     rows: list[StepResult] = []
     levels = settings.levels or ramp_levels(settings.slots)
     pool = AgentPool(client, settings)
@@ -227,7 +233,7 @@ async def run_steps(url: str, prom: promql.PrometheusClient, settings: DemoSetti
                 # the load keeps running while the step's last export lands
                 await asyncio.sleep(settings.export_interval_ms / 1000 + 1.0)
                 rows.append(StepResult(agents=agents, requests=calls,
-                                       **read_step(prom, sel, start, end)))
+                                       **read_step(prom, sel, start, end, fresh)))
                 live.update(step_table(rows, target))
     finally:
         await pool.close()

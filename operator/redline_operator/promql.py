@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from redline.config import fresh_window
 from redline.semconv import METRICS, Attr, MetricSpec, prom_label
 
 __all__ = [
@@ -29,11 +30,15 @@ __all__ = [
     "selector",
     "target_matchers",
     "any_of",
+    "fresh",
     "in_flight",
     "quantile",
     "rate",
     "retries_per_second",
 ]
+
+#: For readers without a redline.yaml: the window for redline's default export interval.
+DEFAULT_FRESH_WINDOW = fresh_window()
 
 
 def quote(value: str) -> str:
@@ -82,9 +87,23 @@ def target_matchers(match) -> str:
     return ",".join(p for p in parts if p)
 
 
-def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT) -> str:
-    """Concurrency level: the in-flight gauge summed over every process and label."""
-    return f"sum({spec.prom}{{{sel}}})"
+def fresh(series: str, window: str = DEFAULT_FRESH_WINDOW) -> str:
+    """``series`` (a selector) keeping only series that got a sample within ``window``.
+
+    A gauge pushed over OTLP gets no staleness marker when its process dies: Prometheus
+    would serve its last value for the whole lookback (5 min). A live process re-exports
+    every series each export interval, so ``last_over_time`` over a few intervals keeps the
+    live ones (with their newest value) and drops a dead process's within ``window``.
+    ``window`` is ``redline.yaml``'s ``fresh_window`` (2 export intervals).
+    """
+    return f"last_over_time({series}[{window}])"
+
+
+def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT,
+              window: str = DEFAULT_FRESH_WINDOW) -> str:
+    """Concurrency level: the in-flight gauge of live processes summed over every process
+    and label (see :func:`fresh`)."""
+    return f"sum({fresh(f'{spec.prom}{{{sel}}}', window)})"
 
 
 def quantile(q: float, spec: MetricSpec, window: str = "1m", sel: str = "") -> str:

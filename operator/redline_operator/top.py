@@ -82,7 +82,7 @@ def _target_exprs(cfg: Config, target: Target, window: str) -> dict[str, str]:
 
     ttft = quantile(0.95, METRICS.TIME_TO_FIRST_CHUNK.prom)
     p99 = quantile(0.99, METRICS.OPERATION_DURATION.prom)
-    return {"in_flight": sub(q.target_concurrency_raw(cfg.targets).expr),
+    return {"in_flight": sub(q.target_concurrency_raw(cfg.targets, cfg.fresh_window).expr),
             "p95": sub(q.target_p95_raw(cfg.targets).expr), "p99": p99, "ttft_p95": ttft,
             "retries_per_s": retries}
 

@@ -163,7 +163,7 @@ class _Expect:
 
     def alert(self, name: str, severity: str, value: float, **labels: str) -> dict:
         spec = next(s for s in self.specs if s.name == name and s.severity == severity)
-        rule = spec.rule(self.target, self.cfg.runbook_base_url)
+        rule = spec.rule(self.target, r.runbook_base(self.cfg))
         all_labels = {**labels, **rule["labels"]}
         ann = {k: _render(v, value, all_labels) for k, v in rule["annotations"].items()}
         return {"exp_labels": all_labels, "exp_annotations": ann}
@@ -181,7 +181,9 @@ def _test(name: str, interval_s: float, series: list[dict], checks: list[dict]) 
 # --- scenarios ----------------------------------------------------------------------------
 
 def _concurrency(t: Target, ex: _Expect) -> list[dict]:
-    iv = 15
+    # Samples arrive once per export interval: a live series is never older than the
+    # freshness window (2 intervals) that the concurrency rule applies.
+    iv = duration_seconds(ex.cfg.export_interval)
     warn_s, page_s = duration_seconds(t.durations.warn), duration_seconds(t.durations.page)
     end = max(warn_s, page_s) + 2 * iv
     name = r.CONCURRENCY
@@ -195,6 +197,8 @@ def _concurrency(t: Target, ex: _Expect) -> list[dict]:
                 _series(metric, _call_labels(ex, instance="b"),
                         f"{_num(total - a)}x{_samples(end, iv)}")]
 
+    # the killed process's last sample (at 1 interval) has left the freshness window
+    killed_end = max(end, iv + duration_seconds(ex.cfg.fresh_window) + 2 * iv)
     hi_page, lo_page, lo_warn = (_above(t.page_concurrency), _below(t.page_concurrency),
                                  _below(t.warn_concurrency))
     if lo_page < t.warn_concurrency:  # no whole number between warn and page: the level
@@ -210,13 +214,27 @@ def _concurrency(t: Target, ex: _Expect) -> list[dict]:
               [_check(end, name, ex.alert(name, "warn", lo_page))]),
         _test(f"{name}: {lo_warn} in flight (warn level {t.warn_concurrency:g}) is quiet",
               iv, two_processes(lo_warn), [_check(end, name)]),
+        _test(f"{name}: a killed process's last {hi_page} in flight is not counted "
+              f"(no staleness marker over OTLP; freshness window {ex.cfg.fresh_window})",
+              iv, _killed_process(ex, metric, hi_page, lo_warn, iv, killed_end),
+              [_check(killed_end, name)]),
     ]
+
+
+def _killed_process(ex: _Expect, metric: str, dead: int, live: int, iv: float,
+                    end: float) -> list[dict]:
+    """A live process at ``live`` in flight, and one that reported ``dead`` for two samples
+    and then vanished without a staleness marker (SIGKILL): within Prometheus' 5-minute
+    lookback its last value would still be summed."""
+    n = _samples(end, iv)
+    return [_series(metric, _call_labels(ex, instance="live"), f"{live}x{n}"),
+            _series(metric, _call_labels(ex, instance="killed"), f"{dead}x1 _x{n - 2}")]
 
 
 def _sessions(t: Target, ex: _Expect) -> list[dict]:
     if t.saturation_sessions is None:
         return []
-    iv = 15
+    iv = duration_seconds(ex.cfg.export_interval)  # a sample per export: always fresh
     end = duration_seconds(t.durations.warn) + 2 * iv
     name = r.SESSIONS
     metric = METRICS.SESSIONS_IN_FLIGHT.prom
@@ -346,7 +364,8 @@ def _error_budget(t: Target, ex: _Expect, first_only: bool = False) -> list[dict
 
 
 def _retry_storm(t: Target, ex: _Expect) -> list[dict]:
-    iv, name = 15, r.RETRY_STORM
+    # one sample per export interval, as the apps send them (in-flight must stay fresh)
+    iv, name = duration_seconds(ex.cfg.export_interval), r.RETRY_STORM
     end = 300 + duration_seconds(t.durations.page) + 2 * iv
     n = _samples(end, iv)
     cause = {prom_label(Attr.ATTEMPT_CAUSE): "http_429"}

@@ -109,14 +109,20 @@ def _num(value: float) -> str:
 
 # --- recording-rule expressions ----------------------------------------------------------
 
-def concurrency_raw(target: Target) -> str:
-    """In-flight model calls summed over every process and label of the target."""
-    return f"sum({METRICS.REQUESTS_IN_FLIGHT.prom}{target_selector(target)})"
+def concurrency_raw(target: Target, fresh: str = promql.DEFAULT_FRESH_WINDOW) -> str:
+    """In-flight model calls summed over every live process and label of the target.
+
+    Only series refreshed within ``fresh`` (``redline.yaml``'s ``fresh_window``) count: a
+    killed process's last value would otherwise linger for Prometheus' 5-minute lookback.
+    """
+    return f"sum({promql.fresh(METRICS.REQUESTS_IN_FLIGHT.prom + target_selector(target), fresh)})"
 
 
-def sessions_raw(target: Target) -> str:
-    """Open agent sessions of the target's service (sessions carry no server or model)."""
-    return f"sum({METRICS.SESSIONS_IN_FLIGHT.prom}{selector(job=target.match.service)})"
+def sessions_raw(target: Target, fresh: str = promql.DEFAULT_FRESH_WINDOW) -> str:
+    """Open agent sessions of the target's service (sessions carry no server or model),
+    of live processes only (see :func:`concurrency_raw`)."""
+    sessions = METRICS.SESSIONS_IN_FLIGHT.prom + selector(job=target.match.service)
+    return f"sum({promql.fresh(sessions, fresh)})"
 
 
 def _p95(metric: str, target: Target) -> str:
@@ -249,14 +255,16 @@ def fleet_capacity(target: Target) -> float | None:
     return round(p.max_replicas * p.throughput_per_replica_rps, 3)
 
 
-def instance_concurrency_raw(target: Target) -> str:
-    """In-flight model calls per replica (``instance``) of the target."""
-    return f"sum by (instance) ({METRICS.REQUESTS_IN_FLIGHT.prom}{target_selector(target)})"
+def instance_concurrency_raw(target: Target, fresh: str = promql.DEFAULT_FRESH_WINDOW) -> str:
+    """In-flight model calls per live replica (``instance``) of the target."""
+    series = promql.fresh(METRICS.REQUESTS_IN_FLIGHT.prom + target_selector(target), fresh)
+    return f"sum by (instance) ({series})"
 
 
-def replicas_raw(target: Target) -> str:
-    """Replicas reporting: distinct instances with an in-flight series for the target."""
-    return f"count({instance_concurrency_raw(target)})"
+def replicas_raw(target: Target, fresh: str = promql.DEFAULT_FRESH_WINDOW) -> str:
+    """Replicas reporting: distinct live instances with an in-flight series for the target
+    (a killed replica stops counting within ``fresh``)."""
+    return f"count({instance_concurrency_raw(target, fresh)})"
 
 
 def replicas_needed_raw(target: Target) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redline.config import Config, Target
+from redline.config import Config, ConfigError, Target
 from redline_operator.alerts import queries as q
 
 __all__ = ["AlertSpec", "ALERT_NAMES", "alert_specs", "target_rule_files", "LONG_INTERVAL"]
@@ -181,27 +181,27 @@ def _fleet_specs(target: Target) -> list[AlertSpec]:
         f"planning.max_replicas and the quota behind it, or shed load.")]
 
 
-def _recording(target: Target) -> list[dict]:
+def _recording(target: Target, fresh: str) -> list[dict]:
     label = {"target": target.name}
-    sessions = ([{"record": q.SESSIONS, "expr": q.sessions_raw(target), "labels": label}]
+    sessions = ([{"record": q.SESSIONS, "expr": q.sessions_raw(target, fresh), "labels": label}]
                 if target.saturation_sessions is not None else [])
     return sessions + [
-        {"record": q.CONCURRENCY, "expr": q.concurrency_raw(target), "labels": label},
+        {"record": q.CONCURRENCY, "expr": q.concurrency_raw(target, fresh), "labels": label},
         {"record": q.REQUEST_RATE, "expr": q.request_rate_raw(target), "labels": label},
         {"record": q.TTFT_P95, "expr": q.ttft_p95_raw(target), "labels": label},
         {"record": q.LATENCY_P95, "expr": q.latency_p95_raw(target), "labels": label},
         {"record": q.RETRY_RATIO, "expr": q.retry_ratio_raw(target), "labels": label},
-        *_per_replica_recording(target),
+        *_per_replica_recording(target, fresh),
     ]
 
 
-def _per_replica_recording(target: Target) -> list[dict]:
+def _per_replica_recording(target: Target, fresh: str) -> list[dict]:
     """Concurrency per replica, replicas reporting and (with a plan) replicas needed."""
     label = {"target": target.name}
     rules = [
-        {"record": q.INSTANCE_CONCURRENCY, "expr": q.instance_concurrency_raw(target),
+        {"record": q.INSTANCE_CONCURRENCY, "expr": q.instance_concurrency_raw(target, fresh),
          "labels": label},
-        {"record": q.REPLICAS, "expr": q.replicas_raw(target), "labels": label},
+        {"record": q.REPLICAS, "expr": q.replicas_raw(target, fresh), "labels": label},
     ]
     if q.has_plan(target):
         rules.append({"record": q.REPLICAS_NEEDED, "expr": q.replicas_needed_raw(target),
@@ -214,14 +214,31 @@ def _slo_recording(target: Target) -> list[dict]:
              "labels": {"target": target.name}} for w in q.ERROR_RATIO_WINDOWS]
 
 
+def runbook_base(cfg: Config) -> str:
+    """``runbook_base_url``, which the rules need.
+
+    Raises:
+        ConfigError: it is not set (there is no default: a made-up one would link every
+            page to a page that does not exist).
+    """
+    if cfg.runbook_base_url is None:
+        raise ConfigError(
+            "key runbook_base_url is not set: alert runbook links need to know where "
+            "alerts/runbooks/ is served, e.g. https://github.com/<you>/<repo>/blob/main/"
+            "alerts/runbooks, or http://127.0.0.1:9096/runbooks (the local pager of "
+            "`redline stack up` serves them)")
+    return cfg.runbook_base_url
+
+
 def target_rule_files(cfg: Config, target: Target) -> dict[str, dict]:
     """Rule file contents for one target, by file-name suffix."""
     specs = alert_specs(target)
-    base = cfg.runbook_base_url
+    base = runbook_base(cfg)
     return {
         "rules.yml": {"groups": [{
             "name": f"redline.{target.name}", "interval": cfg.evaluation_interval,
-            "rules": _recording(target) + [s.rule(target, base) for s in specs if not s.long],
+            "rules": _recording(target, cfg.fresh_window)
+            + [s.rule(target, base) for s in specs if not s.long],
         }]},
         "long.rules.yml": {"groups": [{
             "name": f"redline.{target.name}.long", "interval": LONG_INTERVAL,

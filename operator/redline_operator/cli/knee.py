@@ -44,21 +44,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _selector(args: argparse.Namespace) -> str:
-    from redline.config import ConfigError, load_config
+def _selector(args: argparse.Namespace) -> tuple[str, str]:
+    """The label selector and the freshness window (from --config when it exists)."""
+    from redline.config import ConfigError, fresh_window, load_config
     from redline_operator.promql import target_matchers
 
+    cfg = None
+    if args.target or args.config.is_file():
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+    fresh = cfg.fresh_window if cfg is not None else fresh_window()
     if args.selector is not None:
-        return args.selector
+        return args.selector, fresh
     if not args.target:
         if args.write_threshold:
             raise CliError("--write-threshold needs --target NAME")
-        return ""
+        return "", fresh
     try:
-        match = load_config(args.config).target(args.target).match
+        match = cfg.target(args.target).match
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    return target_matchers(match)
+    return target_matchers(match), fresh
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,12 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if window_s <= 0 or step_s <= 0 or window_s / step_s > 11_000:
         raise CliError(f"--window {args.window} / --step {args.step}: both must be positive "
                        "and give at most 11000 points (Prometheus' query_range limit)")
-    sel = _selector(args)
+    sel, fresh = _selector(args)
     try:
         with PrometheusClient(args.prometheus) as prom:
             est = estimate_live_knee(prom, window_s=window_s, step_s=step_s,
                                      rate_window=args.rate_window, sel=sel,
-                                     min_samples=args.min_samples)
+                                     min_samples=args.min_samples, fresh=fresh)
     except PrometheusError as exc:
         raise CliError(str(exc)) from None
     if args.json:

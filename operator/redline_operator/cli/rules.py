@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compose-out", type=Path, default=None,
                    help="compose Alertmanager config (default: compose/alertmanager.yml "
                         "next to the config)")
+    p.add_argument("--format", choices=("files", "prometheus-operator"), default="files",
+                   help="files: write alerts/ (default); prometheus-operator: print one "
+                        "PrometheusRule object per target to stdout, for kubectl apply")
+    p.add_argument("--namespace", default=None,
+                   help="metadata.namespace of the PrometheusRule objects")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 with a diff if the files on disk differ")
     p.add_argument("--check-targets", action="store_true",
@@ -56,12 +61,23 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    if args.format == "prometheus-operator":
+        from redline_operator.alerts.k8s import render
+
+        try:
+            sys.stdout.write(render(cfg, source=args.config.name, namespace=args.namespace))
+        except ConfigError as exc:
+            raise CliError(f"{args.config}: {exc}") from None
+        return 0
     base = args.config.parent
     alerts_dir = args.out if args.out is not None else base / "alerts"
     compose = args.compose_out if args.compose_out is not None else (
         base / "compose" / "alertmanager.yml")
-    files = generate(cfg, source=args.config.name, alerts_dir=str(alerts_dir),
-                     compose_file=str(compose))
+    try:
+        files = generate(cfg, source=args.config.name, alerts_dir=str(alerts_dir),
+                         compose_file=str(compose))
+    except ConfigError as exc:
+        raise CliError(f"{args.config}: {exc}") from None
     if args.render_secrets is not None:
         return _render_secrets(cfg, args)
     if args.check_targets:

@@ -118,6 +118,7 @@ def saturation_dashboard(cfg: Config) -> dict:
     """The lead dashboard: is concurrency near the knee, and does p95 show it yet?"""
     ts = cfg.targets
     levels = [q.target_level(ts, lvl) for lvl in _LEVELS]
+    fresh = cfg.fresh_window
     gauges = [_headroom_gauge(cfg, t) for t in ts]
     for g in gauges:
         g.span(max(3, 12 // len(ts)))
@@ -150,6 +151,16 @@ def saturation_dashboard(cfg: Config) -> dict:
         links=runbooks(cfg, r.CONCURRENCY))
     rows = [
         Row("Concurrency vs p95 — $target", [lead, knee]),
+        Row("Replicas — $target", [
+            timeseries_panel(
+                "In flight by replica",
+                "In-flight model calls of the selected target per process (service.name and "
+                "service.instance.id): which replica is hot. They sum to the concurrency "
+                f"above. A process that stops exporting (killed, scaled in) leaves within "
+                f"{fresh} (2 export intervals), so the dead never add phantom load.",
+                [q.target_concurrency_by_instance(ts, fresh)], unit="short",
+                width=24, height=7),
+        ]),
         Row("Headroom and Little's law", [
             *gauges,
             timeseries_panel(
@@ -258,13 +269,13 @@ def capacity_dashboard(cfg: Config) -> dict:
         Row("Agents, tools and the server", [
             timeseries_panel("Agent sessions and tool calls in flight",
                              "Open agent sessions and running tool calls by name.",
-                             q.agents_and_tools(), unit="short", width=12),
+                             q.agents_and_tools(cfg.fresh_window), unit="short", width=12),
             timeseries_panel("Client in-flight vs server running / waiting",
                              "What clients ($job/$model) have in flight against what the "
                              "inference server (vLLM or `redline sim`, scrape job $server_job) "
                              "runs in its batch and queues. Waiting > 0 means the server is "
                              "saturated: latency now grows with load.",
-                             q.client_vs_server(), unit="short", width=12),
+                             q.client_vs_server(cfg.fresh_window), unit="short", width=12),
         ]),
         Row("Replicas (capacity plan) — $target", [
             timeseries_panel("Concurrency per replica",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from redline.config import Target
 from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
 from redline_operator.alerts import queries as rules
-from redline_operator.promql import target_matchers
+from redline_operator.promql import DEFAULT_FRESH_WINDOW, fresh, target_matchers
 
 __all__ = [
     "Query",
@@ -111,8 +111,10 @@ def _quantile(q: float, spec: MetricSpec, sel: str, by: str = "") -> str:
     return f"histogram_quantile({q}, sum{group}(rate({spec.prom}{{{sel}}}[{RATE}])))"
 
 
-def _in_flight(sel: str) -> str:
-    return f"sum({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}})"
+def _in_flight(sel: str, window: str, by: str = "") -> str:
+    """In-flight model calls of live processes only (``window``: ``fresh_window``)."""
+    group = f" by ({by})" if by else ""
+    return f"sum{group}({fresh(f'{METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}}', window)})"
 
 
 def recorded(name: str, target: str = "$target") -> str:
@@ -130,14 +132,26 @@ def target_concurrency(legend: str = "in-flight") -> Query:
     return Query(recorded(rules.CONCURRENCY), legend)
 
 
+def target_concurrency_by_instance(targets: Sequence[Target],
+                                   window: str = DEFAULT_FRESH_WINDOW) -> Query:
+    """In-flight model calls of the selected target per process (``service.instance.id``
+    is the ``instance`` label): which replica is hot. A killed replica leaves the panel
+    within ``window``."""
+    return Query(per_target(targets, lambda t: _in_flight(target_selector(t), window,
+                                                          by="job, instance")),
+                 "{{job}} {{instance}}")
+
+
 def target_p95(legend: str = "p95") -> Query:
     """p95 latency of the selected target over 1m, as RedlineLatencyOverSLO evaluates it."""
     return Query(recorded(rules.LATENCY_P95), legend)
 
 
-def target_concurrency_raw(targets: Sequence[Target]) -> Query:
-    """In-flight calls of the selected target from raw series (works without the rules)."""
-    return Query(per_target(targets, lambda t: _in_flight(target_selector(t))),
+def target_concurrency_raw(targets: Sequence[Target],
+                           window: str = DEFAULT_FRESH_WINDOW) -> Query:
+    """In-flight calls of the selected target from raw series (works without the rules),
+    live processes only (see :func:`redline_operator.promql.fresh`)."""
+    return Query(per_target(targets, lambda t: _in_flight(target_selector(t), window)),
                  f"in-flight ({RAW})")
 
 
@@ -251,14 +265,14 @@ def littles_law() -> list[Query]:
 
 # --- agents, tools, limiter, server side ----------------------------------------------
 
-def agents_and_tools() -> list[Query]:
-    """Open agent sessions and running tool calls."""
+def agents_and_tools(window: str = DEFAULT_FRESH_WINDOW) -> list[Query]:
+    """Open agent sessions and running tool calls, of live processes only."""
     agent, tool = prom_label(Attr.AGENT_NAME), prom_label(Attr.TOOL_NAME)
+    sessions = fresh(f'{METRICS.SESSIONS_IN_FLIGHT.prom}{{job=~"$job"}}', window)
+    tools = fresh(f'{METRICS.TOOL_CALLS_IN_FLIGHT.prom}{{job=~"$job"}}', window)
     return [
-        Query(f'sum by ({agent}) ({METRICS.SESSIONS_IN_FLIGHT.prom}{{job=~"$job"}})',
-              f"sessions {{{{{agent}}}}}"),
-        Query(f'sum by ({tool}) ({METRICS.TOOL_CALLS_IN_FLIGHT.prom}{{job=~"$job"}})',
-              f"tool calls {{{{{tool}}}}}"),
+        Query(f"sum by ({agent}) ({sessions})", f"sessions {{{{{agent}}}}}"),
+        Query(f"sum by ({tool}) ({tools})", f"tool calls {{{{{tool}}}}}"),
     ]
 
 
@@ -286,7 +300,7 @@ def limiter_flow() -> list[Query]:
 SERVER_SELECTOR = 'job=~"$server_job"'  # the server's scrape job, not the client's model name
 
 
-def client_vs_server() -> list[Query]:
+def client_vs_server(window: str = DEFAULT_FRESH_WINDOW) -> list[Query]:
     """What clients have in flight against what the server runs and queues.
 
     The server side is selected by its scrape job (``$server_job``): vLLM's
@@ -295,7 +309,7 @@ def client_vs_server() -> list[Query]:
     """
     server_sel = SERVER_SELECTOR
     return [
-        Query(_in_flight(model_selector()), "client in-flight"),
+        Query(_in_flight(model_selector(), window), "client in-flight"),
         Query(f"sum({VLLM_RUNNING}{{{server_sel}}})", "server running"),
         Query(f"sum({VLLM_WAITING}{{{server_sel}}})", "server waiting"),
     ]
@@ -363,7 +377,7 @@ def substitute(expr: str, *, target: str, rate_interval: str = "1m", job: str = 
 # A replica is one process reporting the target's series (``instance``).
 
 def _per_instance(sel: str) -> str:
-    return f"sum by (instance) ({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}})"
+    return _in_flight(sel, DEFAULT_FRESH_WINDOW, by="instance")
 
 
 def plan_concurrency_per_replica(targets: Sequence[Target]) -> list[Query]:

@@ -230,7 +230,7 @@ def _build_collector(root: Path, go: str, env: dict[str, str]) -> BuildResult:
 
 
 def build_all(
-    root: Path, *, on_start: Callable[[str], None] | None = None
+    root: Path, *, on_start: Callable[[str], None] | None = None, thanos: bool = False
 ) -> Iterator[BuildResult]:
     """Build whatever is missing or out of date, one binary at a time.
 
@@ -240,9 +240,11 @@ def build_all(
     Args:
         root: Repository root (holds ``collector/manifest.yaml``).
         on_start: Called with a binary's name just before it is checked or built.
+        thanos: Also build Thanos, for ``redline stack up --backend thanos`` (a cold
+            build takes about 12 minutes on 2 cores, so only when asked).
 
     Yields:
-        One BuildResult per binary, the Collector last.
+        One BuildResult per binary: the Go tools, the Collector, then Thanos if asked.
 
     Raises:
         BuildError: Go is missing or a build failed (its log tail is in the message).
@@ -260,3 +262,11 @@ def build_all(
     if on_start:
         on_start(COLLECTOR_BINARY)
     yield _build_collector(root, go, env)
+    if not thanos:
+        return
+    # The scale-out backend (`redline stack up --backend thanos`), built the same way.
+    from redline_operator.stack.thanos import THANOS_BINARY, build_thanos
+
+    if on_start:
+        on_start(THANOS_BINARY)
+    yield build_thanos(root, go, env)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from redline_operator.stack import processes
+from redline_operator.stack import processes, thanos
 from redline_operator.stack.build import BuildResult, build_all
 from redline_operator.stack.components import Component, child_env, components
 from redline_operator.stack.ports import HOST, PortInUseError, Ports, check_free
@@ -80,6 +80,9 @@ class Stack:
         state_dir: pid files, logs and data; ``<root>/.cache/stack`` when None.
         bin_dir: The Go binaries; ``<root>/.cache/bin`` when None.
         ready_timeout: Seconds each component gets to become ready.
+        backend: ``"prometheus"`` (one Prometheus) or ``"thanos"`` (receivers, query,
+            ruler: :mod:`redline_operator.stack.thanos`); None: the one that ``up`` last
+            started in ``state_dir``, else ``"prometheus"``.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Stack:
         state_dir: Path | None = None,
         bin_dir: Path | None = None,
         ready_timeout: float = 30.0,
+        backend: str | None = None,
     ) -> None:
         self.root = Path(root).resolve() if root is not None else find_root()
         try:
@@ -99,6 +103,11 @@ class Stack:
         self.state_dir = state_dir or self.root / ".cache" / "stack"
         self.bin_dir = bin_dir
         self.ready_timeout = ready_timeout
+        try:
+            self.backend = thanos.resolve_backend(backend, self.state_dir)
+            self.thanos_ports = thanos.ThanosPorts.from_env()
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
         # Popen handles of children this object started, so down() can reap them.
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._entered_running = False
@@ -131,7 +140,16 @@ class Stack:
         return self.state_dir / "pages.jsonl"
 
     def components(self) -> list[Component]:
+        if self.backend == "thanos":
+            return thanos.components(self.root, self.state_dir, self.ports, self.bin_dir,
+                                     self.thanos_ports)
         return components(self.root, self.state_dir, self.ports, self.bin_dir)
+
+    def _port(self, field: str) -> tuple[int, str]:
+        """A component's port by field name, and the variable that moves it."""
+        if hasattr(self.ports, field):
+            return getattr(self.ports, field), Ports.env_var(field)
+        return getattr(self.thanos_ports, field), thanos.ThanosPorts.env_var(field)
 
     def _pid_file(self, c: Component) -> Path:
         return self.state_dir / f"{c.name}.pid"
@@ -146,11 +164,13 @@ class Stack:
     # -- lifecycle -------------------------------------------------------------------
 
     def build(self, on_start: Callable[[str], None] | None = None) -> Iterator[BuildResult]:
-        """Build missing or outdated binaries (see redline_operator.stack.build.build_all)."""
+        """Build missing or outdated binaries (see redline_operator.stack.build.build_all);
+        Thanos too when this stack's backend is ``thanos``."""
         from redline_operator.stack.build import BuildError
 
         try:
-            yield from build_all(self.root, on_start=on_start)
+            yield from build_all(self.root, on_start=on_start,
+                                 thanos=self.backend == "thanos")
         except BuildError as exc:
             raise StackError(str(exc)) from None
 
@@ -176,6 +196,7 @@ class Stack:
             return False
         self._preflight(todo)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        thanos.record_backend(self.state_dir, self.backend)
         started: list[Component] = []
         try:
             for c in todo:
@@ -199,8 +220,9 @@ class Stack:
                 )
         for c in todo:
             for port_field in c.ports:
+                port, env_var = self._port(port_field)
                 try:
-                    check_free(getattr(self.ports, port_field), c.name, Ports.env_var(port_field))
+                    check_free(port, c.name, env_var)
                 except PortInUseError as exc:
                     raise StackError(str(exc)) from None
 
@@ -244,6 +266,7 @@ class Stack:
             if outcome is not None:
                 log(f"{c.name}: {outcome}")
                 stopped = stopped or outcome != "not running"
+        thanos.forget_backend(self.state_dir)
         return stopped
 
     def _stop(self, c: Component) -> str | None:
@@ -268,7 +291,7 @@ class Stack:
             port = urlsplit(c.ready_url).port
             ready = (record is not None and port is not None
                      and processes.listens_on(record.pid, port) and processes.probe(c.ready_url))
-            ports = tuple(getattr(self.ports, p) for p in c.ports)
+            ports = tuple(self._port(p)[0] for p in c.ports)
             rows.append(ComponentStatus(c.name, record.pid if record else None, ports, ready))
         return rows
 

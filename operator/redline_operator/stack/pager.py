@@ -17,6 +17,9 @@ Endpoints:
     ``X-Redline-Pager-Token`` with the token the pager wrote next to its pages file
     (``<out>.token``, mode 0600), so only a local user who can read it may wipe.
     ``GET /-/ready``: 200 once listening.
+    ``GET /runbooks/<Alert>.md``: the generated runbook from ``--runbooks`` (default
+    ``alerts/runbooks`` under the working directory, the repository root when the stack
+    starts it), so the ``runbook_url`` of a local page resolves.
 
 Limits: a body must declare its ``Content-Length`` (at most ``MAX_BODY`` bytes; chunked or
 negative lengths are refused, and only that many bytes are ever read); the pages file is
@@ -94,11 +97,13 @@ class PagerServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], out: Path,
-                 max_file_bytes: int = MAX_FILE_BYTES) -> None:
+                 max_file_bytes: int = MAX_FILE_BYTES,
+                 runbooks: Path = Path("alerts/runbooks")) -> None:
         if not ipaddress.ip_address(address[0]).is_loopback:
             raise OSError(f"the local pager listens on loopback only, not {address[0]}")
         self.out = out
         self.max_file_bytes = max_file_bytes
+        self.runbooks = runbooks
         self.lock = threading.Lock()
         out.parent.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_urlsafe(24)
@@ -162,9 +167,25 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/-/ready":
             self._reply(200, {"status": "ready"})
             return
+        if self.path.startswith("/runbooks/"):
+            self._runbook(self.path.removeprefix("/runbooks/"))
+            return
         with self.server.lock:
             pages = read_pages(self.server.out)
         self._reply(200, {"pages": pages})
+
+    def _runbook(self, name: str) -> None:
+        # one flat directory of generated files: a bare <Alert>.md name, nothing else
+        path = self.server.runbooks / name
+        if "/" in name or not name.endswith(".md") or not path.is_file():
+            self._reply(404, {"error": f"no runbook {name!r} in {self.server.runbooks}"})
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/markdown; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_DELETE(self) -> None:  # noqa: N802
         given = self.headers.get(TOKEN_HEADER, "")
@@ -197,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9096)
     parser.add_argument("--out", type=Path, default=Path(".cache/stack/pages.jsonl"))
+    parser.add_argument("--runbooks", type=Path, default=Path("alerts/runbooks"),
+                        help="directory of the generated runbooks served at /runbooks/")
     args = parser.parse_args(argv)
     try:
-        server = PagerServer((args.host, args.port), args.out)
+        server = PagerServer((args.host, args.port), args.out, runbooks=args.runbooks)
     except (OSError, ValueError) as exc:
         print(f"pager: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

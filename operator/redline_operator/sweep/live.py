@@ -28,7 +28,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from redline.semconv import METRICS
-from redline_operator.promql import PrometheusClient, PrometheusError, in_flight, quantile, rate
+from redline_operator.promql import (
+    DEFAULT_FRESH_WINDOW,
+    PrometheusClient,
+    PrometheusError,
+    in_flight,
+    quantile,
+    rate,
+)
 from redline_operator.sweep.knee import cross_checked_knee
 
 __all__ = ["LiveKnee", "bucket_by_concurrency", "estimate_live_knee"]
@@ -92,7 +99,8 @@ def _series(result: list[dict]) -> dict[float, float]:
 
 def estimate_live_knee(prom: PrometheusClient, *, window_s: float = 3600.0,
                        step_s: float = 15.0, rate_window: str = "1m", sel: str = "",
-                       min_samples: int = 3, end: float | None = None) -> LiveKnee:
+                       min_samples: int = 3, end: float | None = None,
+                       fresh: str = DEFAULT_FRESH_WINDOW) -> LiveKnee:
     """Estimate the knee from the last ``window_s`` seconds of live data.
 
     Args:
@@ -103,6 +111,8 @@ def estimate_live_knee(prom: PrometheusClient, *, window_s: float = 3600.0,
         sel: label selector body restricting both series, e.g. ``job="agent"``.
         min_samples: samples a level needs to count.
         end: end of the window (Unix seconds; default now).
+        fresh: freshness window (``redline.yaml``'s ``fresh_window``): a killed process's
+            last in-flight value is not counted past it.
 
     Raises:
         redline_operator.promql.PrometheusError: Prometheus is unreachable or refused a query.
@@ -110,7 +120,8 @@ def estimate_live_knee(prom: PrometheusClient, *, window_s: float = 3600.0,
     end = time.time() if end is None else end
     start = end - window_s
     # The gauge averaged over the same window as the p95, so both describe one interval.
-    conc_q = f"avg_over_time({in_flight(sel)}[{rate_window}:{max(1, int(step_s // 3))}s])"
+    sub_step = max(1, int(step_s // 3))
+    conc_q = f"avg_over_time({in_flight(sel, window=fresh)}[{rate_window}:{sub_step}s])"
     p95_q = quantile(0.95, METRICS.OPERATION_DURATION, rate_window, sel)
     thr_q = rate(METRICS.OPERATION_DURATION, rate_window, sel)
     conc = _series(prom.query_range(conc_q, start, end, step_s))
