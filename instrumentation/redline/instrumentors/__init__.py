@@ -4,7 +4,8 @@ It switches on one instrumentor per SDK (:mod:`redline.instrumentors.openai`,
 :mod:`redline.instrumentors.anthropic`) and one per agent framework
 (:mod:`redline.instrumentors.frameworks`: OpenAI Agents SDK, LangChain/LangGraph, MCP
 client, pydantic-ai); each is skipped when its library is not installed or not a supported
-version. It also starts ``redline.gpu`` sampling when that module exists, so ``opentelemetry-instrument`` gets everything ``redline.instrument()`` does.
+version. It also starts ``redline.gpu`` sampling when that module exists, so
+``opentelemetry-instrument`` gets everything ``redline.instrument()`` does.
 """
 
 from __future__ import annotations
