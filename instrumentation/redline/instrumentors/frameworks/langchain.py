@@ -10,8 +10,10 @@ builds one) adds :class:`RedlineCallbackHandler` as an inheritable handler, so n
   counted again; a root run inside an already open session is part of that session;
 * ``on_tool_start`` / ``on_tool_end`` / ``on_tool_error`` is a tool call (``gen_ai.tool.name``),
   counted under its root session;
-* ``on_retry`` (``Runnable.with_retry``: retries the SDK instrumentor cannot see, since each
-  retry is a new SDK call) counts in ``redline.client.retries`` with ``redline.attempt.cause``.
+* retries the SDK instrumentor cannot see (each is a new SDK call): a run tagged
+  ``retry:attempt:N`` (how ``Runnable.with_retry`` marks attempts after the first) and
+  ``on_retry`` (the LLM retry decorators) count in ``redline.client.retries``, with
+  ``redline.attempt.cause`` from the error of the attempt before.
 
 The handler runs inline (``run_inline``), so it runs in the run's own context and the
 SDK instrumentors attribute the run's model calls to its session.
@@ -78,13 +80,50 @@ class RedlineCallbackHandler(BaseCallbackHandler):
         self._sessions: dict[UUID, Scope] = {}  # root run id -> the session it opened
         self._root: dict[UUID, Scope | None] = {}  # chain/tool run id -> its session
         self._tools: dict[UUID, Scope] = {}
+        self._failed: dict[UUID, BaseException] = {}  # parent run -> its child's last error
         self.enabled = True  # off once uninstrumented (managers built before keep a reference)
 
+    # --- retries ----------------------------------------------------------------------
+    def _retry_of(self, parent_run_id: UUID | None, tags: Any) -> None:
+        if parent_run_id is None or not tags:
+            return
+        if any(isinstance(t, str) and t.startswith("retry:attempt:") for t in tags):
+            with self._lock:
+                error = self._failed.pop(parent_run_id, None)
+            get_instruments().retries.add(1, {Attr.ATTEMPT_CAUSE: retry_cause(error)})
+
+    def _failed_under(self, parent_run_id: UUID | None, error: BaseException) -> None:
+        if parent_run_id is not None:
+            with self._lock:
+                self._failed[parent_run_id] = error
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
+                            parent_run_id: UUID | None = None, tags: Any = None,
+                            **kwargs: Any) -> None:
+        if self.enabled:
+            with guarded(_COMPONENT):
+                self._retry_of(parent_run_id, tags)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: Any = None,
+                     **kwargs: Any) -> None:
+        if self.enabled:
+            with guarded(_COMPONENT):
+                self._retry_of(parent_run_id, tags)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID,
+                     parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with guarded(_COMPONENT):
+            self._failed_under(parent_run_id, error)
+
+    # --- sessions -----------------------------------------------------------------------
     def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
-                       parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+                       parent_run_id: UUID | None = None, tags: Any = None,
+                       **kwargs: Any) -> None:
         if not self.enabled:
             return
         with guarded(_COMPONENT):
+            self._retry_of(parent_run_id, tags)
             if parent_run_id is not None:
                 with self._lock:
                     self._root[run_id] = self._root.get(parent_run_id)
@@ -102,6 +141,7 @@ class RedlineCallbackHandler(BaseCallbackHandler):
         with guarded(_COMPONENT):
             with self._lock:
                 self._root.pop(run_id, None)
+                self._failed.pop(run_id, None)
                 session = self._sessions.pop(run_id, None)
             if session is not None:
                 session.end(error)
@@ -109,14 +149,20 @@ class RedlineCallbackHandler(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_chain(run_id, None)
 
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_chain_error(self, error: BaseException, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with guarded(_COMPONENT):
+            self._failed_under(parent_run_id, error)
         self._end_chain(run_id, error)
 
+    # --- tools ------------------------------------------------------------------------------
     def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID,
-                      parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+                      parent_run_id: UUID | None = None, tags: Any = None,
+                      **kwargs: Any) -> None:
         if not self.enabled:
             return
         with guarded(_COMPONENT):
+            self._retry_of(parent_run_id, tags)
             with self._lock:
                 session = self._root.get(parent_run_id) if parent_run_id else None
                 self._root[run_id] = session
@@ -129,6 +175,7 @@ class RedlineCallbackHandler(BaseCallbackHandler):
         with guarded(_COMPONENT):
             with self._lock:
                 self._root.pop(run_id, None)
+                self._failed.pop(run_id, None)
                 tool = self._tools.pop(run_id, None)
             if tool is not None:
                 tool.end(error)
@@ -136,7 +183,10 @@ class RedlineCallbackHandler(BaseCallbackHandler):
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_tool(run_id, None)
 
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_tool_error(self, error: BaseException, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with guarded(_COMPONENT):
+            self._failed_under(parent_run_id, error)
         self._end_tool(run_id, error)
 
     def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -152,14 +202,14 @@ class RedlineCallbackHandler(BaseCallbackHandler):
         self.enabled = False
         with self._lock:
             open_ = [*self._tools.values(), *self._sessions.values()]
-            self._tools, self._sessions, self._root = {}, {}, {}
+            self._tools, self._sessions, self._root, self._failed = {}, {}, {}, {}
         for scope in open_:
             scope.end()
 
     def open_counts(self) -> tuple[int, int, int]:
-        """(runs tracked, tool calls open, sessions open): for tests."""
+        """(runs tracked, tool calls open, sessions open, errors kept): for tests."""
         with self._lock:
-            return len(self._root), len(self._tools), len(self._sessions)
+            return len(self._root), len(self._tools), len(self._sessions), len(self._failed)
 
 
 class LangChainInstrumentor(BaseInstrumentor):
