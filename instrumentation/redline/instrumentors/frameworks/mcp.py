@@ -2,7 +2,7 @@
 is a tool call in flight.
 
 The tool is named by the MCP tool name (``gen_ai.tool.name``, folded past
-``REDLINE_MAX_TOOLS``); a result with ``isError`` set is recorded with
+``REDLINE_MAX_TOOLS``); a result with ``isError`` set (``is_error`` in mcp 2) is recorded with
 ``error.type=tool_error``, an exception with its class name. A call made while a framework
 already counts a tool call of the same name in this context (an Agents SDK or pydantic-ai
 MCP tool, whose tool call *is* this MCP call) is not counted twice.
@@ -50,8 +50,13 @@ async def _call_tool(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> 
     except BaseException as exc:
         tool.end(exc)
         raise
-    tool.end(TOOL_ERROR if getattr(result, "isError", False) is True else None)
+    tool.end(TOOL_ERROR if _is_error(result) else None)
     return result
+
+
+def _is_error(result: Any) -> bool:
+    # the wire's isError: ``is_error`` on mcp 2's types, ``isError`` on mcp 1's
+    return getattr(result, "is_error", None) is True or getattr(result, "isError", None) is True
 
 
 class MCPInstrumentor(BaseInstrumentor):
