@@ -4,6 +4,7 @@ Layout (relative to the directory holding ``redline.yaml``)::
 
     alerts/<target>.rules.yml        recording + alerting rules (Prometheus loads *.rules.yml)
     alerts/<target>.long.rules.yml   the same over long windows (error budget, absent)
+    alerts/agents.rules.yml          where agents spend their concurrency, Little's law per pool
     alerts/tests/<target>*.test.yml  promtool unit tests of each rule file
     alerts/runbooks/<Alert>.md       one runbook per alert (runbook_url points here)
     alerts/alertmanager.yml          Alertmanager for the native stack
@@ -17,6 +18,7 @@ from redline_operator.alerts.alertmanager import alertmanager_config
 from redline_operator.alerts.promtests import target_tests
 from redline_operator.alerts.rules import target_rule_files
 from redline_operator.alerts.runbooks import runbooks
+from redline_operator.agents_promql import promtool_tests, recording_rules
 from redline_operator.alerts.writer import dump_yaml, header
 
 __all__ = ["generate"]
@@ -35,6 +37,10 @@ def generate(cfg: Config, source: str = "redline.yaml", alerts_dir: str = "alert
             files[f"{a}/tests/{test_file}"] = dump_yaml(
                 target_tests(cfg, target, f"../{rule_file}", long=suffix != "rules.yml"),
                 source)
+    files[f"{a}/agents.rules.yml"] = dump_yaml(
+        {"groups": [{"name": "redline.agents", "interval": cfg.evaluation_interval,
+                     "rules": recording_rules()}]}, source)
+    files[f"{a}/tests/agents.test.yml"] = dump_yaml(promtool_tests(), source)
     for name, text in runbooks().items():
         files[f"{a}/runbooks/{name}.md"] = header(source, "<!--") + "\n" + text
     files[f"{a}/alertmanager.yml"] = dump_yaml(alertmanager_config(cfg, "native"), source)
