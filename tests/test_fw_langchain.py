@@ -14,12 +14,12 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
+from tests.frameworks_common import FAST, Gate, assert_all_zero, assert_bounded, in_flight
 
 from redline._api.testing import MetricsCapture
 from redline.instrumentors.frameworks.langchain import LangChainInstrumentor
 from redline.semconv import METRICS
 from redline_operator.sim import run_in_thread
-from tests.frameworks_common import FAST, Gate, assert_all_zero, assert_bounded, in_flight
 
 N = 6
 

@@ -12,11 +12,11 @@ from mcp.server.mcpserver import MCPServer
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from tests.frameworks_common import FAST, Gate, assert_all_zero, assert_bounded, in_flight
 
 from redline._api.testing import MetricsCapture
 from redline.semconv import METRICS
 from redline_operator.sim import run_in_thread
-from tests.frameworks_common import FAST, Gate, assert_all_zero, assert_bounded, in_flight
 
 N = 6
 

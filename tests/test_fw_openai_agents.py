@@ -9,12 +9,12 @@ import agents
 import openai
 import pytest
 from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool
+from tests.frameworks_common import FAST, Gate, assert_all_zero, assert_bounded, in_flight
 
 from redline._api.testing import MetricsCapture
 from redline.instrumentors.frameworks.openai_agents import OpenAIAgentsInstrumentor
 from redline.semconv import METRICS
 from redline_operator.sim import run_in_thread
-from tests.frameworks_common import FAST, Gate, assert_all_zero, assert_bounded, in_flight
 
 N = 6
 

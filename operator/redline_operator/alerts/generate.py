@@ -14,11 +14,11 @@ Layout (relative to the directory holding ``redline.yaml``)::
 from __future__ import annotations
 
 from redline.config import Config
+from redline_operator.agents_promql import promtool_tests, recording_rules
 from redline_operator.alerts.alertmanager import alertmanager_config
 from redline_operator.alerts.promtests import target_tests
 from redline_operator.alerts.rules import target_rule_files
 from redline_operator.alerts.runbooks import runbooks
-from redline_operator.agents_promql import promtool_tests, recording_rules
 from redline_operator.alerts.writer import dump_yaml, header
 
 __all__ = ["generate"]
