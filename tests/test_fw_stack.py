@@ -14,6 +14,7 @@ from redline.semconv import METRICS
 from redline_operator import agents_promql as ap
 from redline_operator import promql
 from redline_operator.sim import SimConfig, run_in_thread
+from redline_operator.top import collect_agents
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -75,5 +76,9 @@ def test_agents_app_end_to_end(stack, tmp_path):
         # over the window; this app lives 15 s, so only its presence is checked here)
         for pool in ap.POOLS:
             assert prom.scalar(f'{ap.LITTLE}{{{job},pool="{pool}"}}') is not None, pool
+        # `redline top` reads the same split
+        (row,) = [a for a in collect_agents(prom, "5m") if a.job == service]
+        assert row.agent == "e2e-agent" and row.sessions == 0
+        assert row.tool > 0.8 and row.neither < 0.2
     finally:
         prom.close()

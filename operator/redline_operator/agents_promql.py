@@ -105,4 +105,26 @@ def promtool_tests(rule_file: str = "../agents.rules.yml") -> dict:
             {"expr": THINK_SHARE, "eval_time": "5m",
              "exp_samples": [{"labels": f"{THINK_SHARE}{{{base}}}", "value": 0.5}]},
         ],
+    }, {
+        # 2 sessions always open, each lasting 10 s: 3 finish every 15 s carrying 30 s of
+        # duration, so rate x duration = 2 = the mean in flight, ratio 1; a leaked gauge
+        # (one extra session that never ends) reads 1.5
+        "name": "Little's law per pool: measured in flight over rate x duration",
+        "interval": "15s",
+        "input_series": [
+            {"series": f'{METRICS.SESSIONS_IN_FLIGHT.prom}{{job="app", {AGENT}="a"}}',
+             "values": "2x40"},
+            {"series": f'{METRICS.INVOKE_AGENT_DURATION.prom}{{job="app", {AGENT}="a"}}',
+             "values": "{{schema:0 sum:0 count:0}}+{{schema:0 sum:30 count:3}}x40"},
+            {"series": f'{METRICS.SESSIONS_IN_FLIGHT.prom}{{job="leaky", {AGENT}="a"}}',
+             "values": "3x40"},
+            {"series": f'{METRICS.INVOKE_AGENT_DURATION.prom}{{job="leaky", {AGENT}="a"}}',
+             "values": "{{schema:0 sum:0 count:0}}+{{schema:0 sum:30 count:3}}x40"},
+        ],
+        "promql_expr_test": [{"expr": f'round({LITTLE}{{pool="session"}}, 0.001)',
+                              "eval_time": "8m",
+                              "exp_samples": [
+                                  {"labels": '{job="app", pool="session"}', "value": 1},
+                                  {"labels": '{job="leaky", pool="session"}',
+                                   "value": 1.5}]}],
     }]}
