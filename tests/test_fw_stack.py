@@ -72,10 +72,11 @@ def test_agents_app_end_to_end(stack, tmp_path):
         share = _eventually(prom, f'{ap.SHARE}{{{job},redline_agent_activity="tool"}}',
                             lambda v: v > 0.8)
         assert share is not None and 0.8 < share <= 1.0
-        # the Little's-law check is evaluated per pool (its value needs a steady workload
-        # over the window; this app lives 15 s, so only its presence is checked here)
-        for pool in ap.POOLS:
-            assert prom.scalar(f'{ap.LITTLE}{{{job},pool="{pool}"}}') is not None, pool
+        # the Little's-law check per pool needs a steady workload over its window (its value
+        # is tested by promtool, alerts/tests/agents.test.yml); this app lives 15 s and its
+        # sessions all end in its last second, so only the model pool (histogram samples
+        # from the first second on) is evaluated here
+        assert prom.scalar(f'{ap.LITTLE}{{{job},pool="model"}}') is not None
         # `redline top` reads the same split
         (row,) = [a for a in collect_agents(prom, "5m") if a.job == service]
         assert row.agent == "e2e-agent" and row.sessions == 0
