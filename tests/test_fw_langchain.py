@@ -169,3 +169,25 @@ def test_uninstrument_restores_the_manager():
         assert handler in BaseCallbackManager([]).handlers
     assert handler not in BaseCallbackManager([]).handlers
     assert not handler.enabled
+
+
+async def test_model_calls_count_under_the_root_run(sim, cap):
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return "sunny"
+
+    sim.set_faults([{"kind": "slow", "delay": 2.0, "count": N}])
+    try:
+        graph = _graph(sim, [get_weather], name="slow-graph")
+        runs = [asyncio.create_task(graph.ainvoke(_ask())) for _ in range(N)]
+        for _ in range(300):
+            if in_flight(cap, METRICS.REQUESTS_IN_FLIGHT) == N:
+                break
+            await asyncio.sleep(0.01)
+        assert in_flight(cap, METRICS.AGENT_ACTIVITY_IN_FLIGHT, gen_ai_agent_name="slow-graph",
+                         redline_agent_activity="model") == N
+        await asyncio.gather(*runs)
+    finally:
+        sim.reset()
+    assert_all_zero(cap)

@@ -140,3 +140,24 @@ def test_uninstrument_removes_the_processor():
         provider = agents.tracing.get_trace_provider()
         assert processor in provider._multi_processor._processors
     assert processor not in provider._multi_processor._processors
+
+
+async def test_model_calls_count_under_the_session_that_made_them(sim, cap):
+    @function_tool
+    def get_weather(city: str) -> str:
+        return "sunny"
+
+    sim.set_faults([{"kind": "slow", "delay": 2.0, "count": N}])  # hold the first calls
+    try:
+        agent = _agent(sim, get_weather, name="slow-model-agent")
+        runs = [asyncio.create_task(Runner.run(agent, "weather?")) for _ in range(N)]
+        for _ in range(300):
+            if in_flight(cap, METRICS.REQUESTS_IN_FLIGHT) == N:
+                break
+            await asyncio.sleep(0.01)
+        assert in_flight(cap, METRICS.AGENT_ACTIVITY_IN_FLIGHT,
+                         gen_ai_agent_name="slow-model-agent", redline_agent_activity="model") == N
+        await asyncio.gather(*runs)
+    finally:
+        sim.reset()
+    assert_all_zero(cap)
