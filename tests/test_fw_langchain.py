@@ -191,3 +191,18 @@ async def test_model_calls_count_under_the_root_run(sim, cap):
     finally:
         sim.reset()
     assert_all_zero(cap)
+
+
+async def test_abandoned_streams_end_their_session(sim, cap):
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return "sunny"
+
+    graph = _graph(sim, [get_weather], name="abandoned")
+    stream = graph.astream(_ask())
+    await stream.__anext__()
+    assert in_flight(cap, METRICS.SESSIONS_IN_FLIGHT) == 1
+    await stream.aclose()  # the consumer stops reading after the first step
+    assert_all_zero(cap)
+    assert cap.count(METRICS.INVOKE_AGENT_DURATION.name, gen_ai_agent_name="abandoned") == 1

@@ -161,3 +161,15 @@ async def test_model_calls_count_under_the_session_that_made_them(sim, cap):
     finally:
         sim.reset()
     assert_all_zero(cap)
+
+
+async def test_streamed_run_cancelled_by_the_consumer(sim, cap):
+    @function_tool
+    def get_weather(city: str) -> str:
+        return "sunny"
+
+    result = Runner.run_streamed(_agent(sim, get_weather), "weather?")
+    async for _event in result.stream_events():
+        result.cancel()  # the consumer gives up after the first event
+    assert_all_zero(cap)
+    assert cap.count(METRICS.INVOKE_AGENT_DURATION.name) == 1
