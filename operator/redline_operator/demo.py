@@ -183,7 +183,9 @@ class AgentPool:
                                                        openai_client=self.client),
                       model_settings=ModelSettings(max_tokens=settings.max_tokens))
         while not stop.is_set():
-            await Runner.run(agent, "What happened?")
+            run = Runner.run_streamed(agent, "What happened?")  # streamed: TTFT too
+            async for _ in run.stream_events():
+                pass
             self.calls += 2  # the tool call, then the answer
 
 
