@@ -120,8 +120,8 @@ async def test_sessions_and_tools(cap):
     sync_session()
     assert cap.sum(METRICS.SESSIONS_IN_FLIGHT.name) == 0
     assert cap.sum(METRICS.TOOL_CALLS_IN_FLIGHT.name) == 0
-    assert cap.count(METRICS.SESSION_DURATION.name) == 2
-    assert cap.count(METRICS.TOOL_CALL_DURATION.name, gen_ai_tool_name="calc",
+    assert cap.count(METRICS.INVOKE_AGENT_DURATION.name) == 2
+    assert cap.count(METRICS.EXECUTE_TOOL_DURATION.name, gen_ai_tool_name="calc",
                      error_type="ValueError") == 1
 
 
@@ -151,8 +151,8 @@ async def test_abandoned_generator_is_not_an_error(cap):
     await gen.aclose()
     assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 2
     assert cap.sum(METRICS.REQUESTS.name) == 2
-    assert cap.count(METRICS.SESSION_DURATION.name, error_type=None) == 1
-    assert cap.count(METRICS.TOOL_CALL_DURATION.name, error_type=None) == 1
+    assert cap.count(METRICS.INVOKE_AGENT_DURATION.name, error_type=None) == 1
+    assert cap.count(METRICS.EXECUTE_TOOL_DURATION.name, error_type=None) == 1
     assert cap.sum(METRICS.REQUESTS_IN_FLIGHT.name) == 0
 
 

@@ -60,7 +60,7 @@ def test_python_example_runs_and_reaches_prometheus(stack, tmp_path):
                 break
             time.sleep(0.3)
         assert prom.scalar(f"sum({METRICS.REQUESTS.prom}{{{sel}}})") == 1
-        assert prom.scalar(f"sum({METRICS.TOOL_CALL_DURATION.prom}_count{{{sel}}})") is None
+        assert prom.scalar(f"sum({METRICS.EXECUTE_TOOL_DURATION.prom}_count{{{sel}}})") is None
         assert prom.scalar(
-            f"sum(histogram_count({METRICS.TOOL_CALL_DURATION.prom}{{{sel}}}))") == 1
+            f"sum(histogram_count({METRICS.EXECUTE_TOOL_DURATION.prom}{{{sel}}}))") == 1
         assert prom.scalar(f"sum({METRICS.SESSIONS_IN_FLIGHT.prom}{{{sel}}})") == 0

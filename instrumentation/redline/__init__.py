@@ -5,7 +5,8 @@ The instrumentation API:
 
 * :func:`configure_telemetry` / :func:`shutdown_telemetry` / :func:`force_flush` — metrics
   to the Collector over OTLP, from the standard ``OTEL_*`` environment.
-* :func:`instrument` / :func:`uninstrument` — the ``openai`` and ``anthropic`` SDKs.
+* :func:`instrument` / :func:`uninstrument` — the ``openai`` and ``anthropic`` SDKs, and the
+  agent frameworks installed (OpenAI Agents SDK, LangChain/LangGraph, MCP, pydantic-ai).
 * :func:`model_call`, :func:`agent_session`, :func:`tool_call` — by hand, for anything else.
 * :class:`Limiter` / :class:`RetryBudget` — a bounded in-flight cap per target with queue
   telemetry, deadlines and a retry budget.

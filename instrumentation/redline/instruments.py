@@ -89,8 +89,10 @@ class Instruments:
     requests_in_flight: Any
     sessions_in_flight: Any
     tool_calls_in_flight: Any
-    session_duration: Any
-    tool_call_duration: Any
+    agent_activity_in_flight: Any
+    agent_handoffs: Any
+    invoke_agent_duration: Any
+    execute_tool_duration: Any
     requests: Any
     attempts: Any
     retries: Any

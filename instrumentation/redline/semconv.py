@@ -48,6 +48,7 @@ class Attr:
     TARGET = "redline.target"
     REJECT_REASON = "redline.limiter.reason"
     COMPONENT = "redline.component"
+    ACTIVITY = "redline.agent.activity"  # what a session is doing: model or tool
     # hardware semantic conventions
     HW_ID = "hw.id"
     HW_NAME = "hw.name"
@@ -80,6 +81,8 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
                     40.96, 81.92)
 CHUNK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
                  5.0, 7.5, 10.0)
+# gen_ai.invoke_agent.duration advice: 0.1 ... 409.6 s, doubling
+AGENT_BUCKETS = tuple(round(0.1 * 2 ** i, 1) for i in range(13))
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
 
@@ -157,14 +160,27 @@ class METRICS:
     TOOL_CALLS_IN_FLIGHT = _m(
         "redline.tool.calls.in_flight", "{call}", Kind.UPDOWN,
         "Tool calls running.", (Attr.TOOL_NAME,))
-    SESSION_DURATION = _m(
-        "redline.agent.session.duration", "s", Kind.HISTOGRAM,
-        "Duration of an agent session.", (Attr.AGENT_NAME, Attr.ERROR_TYPE),
-        exponential=True, buckets=DURATION_BUCKETS)
-    TOOL_CALL_DURATION = _m(
-        "redline.tool.call.duration", "s", Kind.HISTOGRAM,
-        "Duration of a tool call.", (Attr.TOOL_NAME, Attr.ERROR_TYPE),
-        exponential=True, buckets=DURATION_BUCKETS)
+    AGENT_ACTIVITY_IN_FLIGHT = _m(
+        "redline.agent.activity.in_flight", "{call}", Kind.UPDOWN,
+        "Model and tool calls in flight inside an agent session, by the session's agent and "
+        "redline.agent.activity (model or tool): the numerator of where agents spend their "
+        "concurrency.", (Attr.AGENT_NAME, Attr.ACTIVITY))
+    AGENT_HANDOFFS = _m(
+        "redline.agent.handoffs", "{handoff}", Kind.COUNTER,
+        "Handoffs from one agent to another inside a session (by the agent handing off).",
+        (Attr.AGENT_NAME,))
+    INVOKE_AGENT_DURATION = _m(
+        "gen_ai.invoke_agent.duration", "s", Kind.HISTOGRAM,
+        "Duration of an agent session (an agent invocation: a framework's root run, or "
+        "redline.agent_session).",
+        (Attr.OPERATION, Attr.AGENT_NAME, Attr.ERROR_TYPE), exponential=True,
+        buckets=AGENT_BUCKETS, semconv=True)
+    EXECUTE_TOOL_DURATION = _m(
+        "gen_ai.execute_tool.duration", "s", Kind.HISTOGRAM,
+        "Duration of a tool call (a framework's tool execution, an MCP tools/call, or "
+        "redline.tool_call).",
+        (Attr.OPERATION, Attr.TOOL_NAME, Attr.ERROR_TYPE), exponential=True,
+        buckets=DURATION_BUCKETS, semconv=True)
 
     # --- redline: requests, attempts, retries, errors ---------------------------------
     REQUESTS = _m(

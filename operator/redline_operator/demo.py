@@ -46,6 +46,13 @@ class DemoSettings:
     tool_seconds: float = 0.01
     export_interval_ms: int = 1000
     levels: list[int] = field(default_factory=list)
+    # "manual": redline.agent_session/tool_call around the openai SDK; "openai-agents": a
+    # real OpenAI Agents SDK agent (model answers with a tool call, the SDK runs the tool,
+    # the model answers), instrumented with no redline code in the loop
+    workload: str = "manual"
+
+
+WORKLOADS = ("manual", "openai-agents")
 
 
 @dataclass
@@ -138,6 +145,9 @@ class AgentPool:
         await self.resize(0)
 
     async def _agent(self, stop: asyncio.Event) -> None:
+        if self.settings.workload == "openai-agents":
+            await self._framework_agent(stop)
+            return
         import redline
 
         settings = self.settings
@@ -155,6 +165,38 @@ class AgentPool:
                 self.calls += 1
                 async with redline.tool_call(TOOL_NAME):
                     await asyncio.sleep(settings.tool_seconds)
+
+
+    async def _framework_agent(self, stop: asyncio.Event) -> None:
+        from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool
+
+        settings = self.settings
+
+        @function_tool(name_override=TOOL_NAME)
+        async def lookup(key: str) -> str:
+            await asyncio.sleep(settings.tool_seconds)
+            return key
+
+        agent = Agent(name=AGENT_NAME, instructions="Summarise the incident timeline.",
+                      tools=[lookup],
+                      model=OpenAIChatCompletionsModel(model=settings.model,
+                                                       openai_client=self.client),
+                      model_settings=ModelSettings(max_tokens=settings.max_tokens))
+        while not stop.is_set():
+            run = Runner.run_streamed(agent, "What happened?")  # streamed: TTFT too
+            async for _ in run.stream_events():
+                pass
+            self.calls += 2  # the tool call, then the answer
+
+
+def _quiet_agents_tracing() -> None:
+    """Keep redline's trace processor, drop the SDK's exporter to OpenAI (no key here)."""
+    import agents
+
+    from redline.instrumentors.frameworks.openai_agents import OpenAIAgentsInstrumentor
+
+    ours = OpenAIAgentsInstrumentor.processor
+    agents.set_trace_processors([ours] if ours is not None else [])
 
 
 async def agent_step(client, settings: DemoSettings, agents: int, seconds: float) -> int:
@@ -321,6 +363,8 @@ def run_demo(settings: DemoSettings, target: Target, cache: Path, prometheus_url
     os.environ.setdefault("OTEL_SERVICE_NAME", "redline-demo")
     redline.configure_telemetry(export_interval_ms=settings.export_interval_ms)
     redline.instrument()
+    if settings.workload == "openai-agents":
+        _quiet_agents_tracing()
     try:
         with start_sim(settings, cache / "sim.log") as url, \
                 promql.PrometheusClient(prometheus_url) as prom:

@@ -28,10 +28,12 @@ from rich.text import Text
 
 from redline.config import Config, Target
 from redline.semconv import METRICS
+from redline_operator import agents_promql as ap
 from redline_operator.dashboards import queries as q
 from redline_operator.promql import PrometheusClient, PrometheusError
 
-__all__ = ["TargetSnapshot", "collect", "render", "run_top", "state_of"]
+__all__ = ["AgentSnapshot", "TargetSnapshot", "collect", "collect_agents", "render", "run_top",
+           "state_of"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,56 @@ def collect(prom: PrometheusClient, cfg: Config, window: str = "1m") -> list[Tar
     return rows
 
 
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """Where one agent's sessions spend their time (shares of session time, Little's law)."""
+
+    job: str
+    agent: str
+    sessions: float | None
+    model: float | None
+    tool: float | None
+    neither: float | None
+
+
+def collect_agents(prom: PrometheusClient, window: str = "1m") -> list[AgentSnapshot]:
+    """Per (job, agent): sessions in flight now and the model/tool/neither shares over
+    ``window``, with the expressions of the dashboard panel.
+
+    Raises:
+        PrometheusError: Prometheus is unreachable or refused a query.
+    """
+    def key(sample) -> tuple[str, str]:
+        return sample.labels.get("job", ""), sample.labels.get(ap.AGENT, "")
+
+    now = {key(s): s.value for s in prom.query(
+        f"sum by (job, {ap.AGENT}) ({METRICS.SESSIONS_IN_FLIGHT.prom})")}
+    shares: dict[tuple[str, str], dict[str, float]] = {}
+    for sample in prom.query(ap.share(None, window)):
+        shares.setdefault(key(sample), {})[sample.labels.get(ap.ACTIVITY, "")] = sample.value
+    for sample in prom.query(ap.think_share(None, window)):
+        shares.setdefault(key(sample), {})["neither"] = sample.value
+    rows = []
+    for job, agent in sorted(set(now) | set(shares)):
+        got = shares.get((job, agent), {})
+        rows.append(AgentSnapshot(job, agent, now.get((job, agent)), got.get("model"),
+                                  got.get("tool"), got.get("neither")))
+    return rows
+
+
+def _agents_table(agents: Sequence[AgentSnapshot]) -> Table:
+    table = Table(title="where agents spend their concurrency (share of session time)",
+                  title_justify="left", expand=False)
+    for col, justify in (("job", "left"), ("agent", "left"), ("sessions", "right"),
+                         ("model calls", "right"), ("tool calls", "right"),
+                         ("neither", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for a in agents:
+        table.add_row(a.job, a.agent, _num(a.sessions, ".1f"), _num(a.model, ".0%"),
+                      _num(a.tool, ".0%"), _num(a.neither, ".0%"))
+    return table
+
+
 def _num(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -125,8 +177,10 @@ def _bar(snapshot: TargetSnapshot, width: int = 12) -> Text:
 
 
 def render(rows: Sequence[TargetSnapshot], prom_url: str, interval: float,
-           error: str | None = None, now: float | None = None) -> Group:
-    """One frame: a table of targets plus a status line."""
+           error: str | None = None, now: float | None = None,
+           agents: Sequence[AgentSnapshot] = ()) -> Group:
+    """One frame: a table of targets, the agents table (when any agent reports), a status
+    line."""
     table = Table(title="redline top — concurrency vs saturation", title_justify="left",
                   expand=False)
     for col, justify in (("target", "left"), ("in-flight", "right"), ("warn/page/sat", "right"),
@@ -147,7 +201,7 @@ def render(rows: Sequence[TargetSnapshot], prom_url: str, interval: float,
             _num(r.retries_per_s, ".2f"))
     stamp = time.strftime("%H:%M:%S", time.localtime(now or time.time()))
     status = Text(f"{prom_url} · refresh {interval:g}s · {stamp} · Ctrl-C to quit", style="dim")
-    parts = [table, status]
+    parts = [table, _agents_table(agents), status] if agents else [table, status]
     if error:
         parts.append(Text(f"error: {error}", style="bold red"))
     return Group(*parts)
@@ -164,6 +218,7 @@ def run_top(prom: PrometheusClient, cfg: Config, *, interval: float = 2.0, windo
     console = console or Console()
     shown = 0
     rows: list[TargetSnapshot] = []
+    agents: list[AgentSnapshot] = []
     error = None
     try:
         with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -171,9 +226,11 @@ def run_top(prom: PrometheusClient, cfg: Config, *, interval: float = 2.0, windo
                 error = None
                 try:
                     rows = collect(prom, cfg, window)
+                    agents = collect_agents(prom, window)
                 except PrometheusError as exc:
                     error = str(exc)
-                live.update(render(rows, prom.url, interval, error), refresh=True)
+                live.update(render(rows, prom.url, interval, error, agents=agents),
+                            refresh=True)
                 shown += 1
                 if frames is None or shown < frames:
                     time.sleep(interval)

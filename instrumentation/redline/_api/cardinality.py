@@ -1,8 +1,9 @@
-"""Bounded attribute values: model names and server addresses fold into ``_OTHER``.
+"""Bounded attribute values: model, server, agent and tool names fold into ``_OTHER``.
 
 A process that talks to a few models keeps their names; a process that sends arbitrary
-user-chosen model strings cannot blow up Prometheus: past the limit (``REDLINE_MAX_MODELS``,
-``REDLINE_MAX_SERVERS``) every new value is recorded as ``_OTHER``. Values already seen keep
+user-chosen model strings (or tool names with an id in them) cannot blow up Prometheus: past
+the limit (``REDLINE_MAX_MODELS``, ``REDLINE_MAX_SERVERS``, ``REDLINE_MAX_AGENTS``,
+``REDLINE_MAX_TOOLS``) every new value is recorded as ``_OTHER``. Values already seen keep
 their own series.
 """
 
@@ -11,15 +12,20 @@ from __future__ import annotations
 import threading
 
 from redline._api.env import (
+    DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_MODELS,
     DEFAULT_MAX_SERVERS,
+    DEFAULT_MAX_TOOLS,
     OTHER,
+    REDLINE_MAX_AGENTS,
     REDLINE_MAX_MODELS,
     REDLINE_MAX_SERVERS,
+    REDLINE_MAX_TOOLS,
     int_from_env,
 )
 
-__all__ = ["ValueLimiter", "fold_model", "fold_server", "reset_limits"]
+__all__ = ["ValueLimiter", "fold_agent", "fold_model", "fold_server", "fold_tool",
+           "reset_limits"]
 
 
 class ValueLimiter:
@@ -51,6 +57,9 @@ class ValueLimiter:
 
 _models: ValueLimiter | None = None
 _servers: ValueLimiter | None = None
+_names: dict[str, ValueLimiter] = {}
+_NAME_LIMITS = {"agent": (REDLINE_MAX_AGENTS, DEFAULT_MAX_AGENTS),
+                "tool": (REDLINE_MAX_TOOLS, DEFAULT_MAX_TOOLS)}
 
 
 def _limiters() -> tuple[ValueLimiter, ValueLimiter]:
@@ -59,6 +68,14 @@ def _limiters() -> tuple[ValueLimiter, ValueLimiter]:
         _models = ValueLimiter(int_from_env(REDLINE_MAX_MODELS, DEFAULT_MAX_MODELS))
         _servers = ValueLimiter(int_from_env(REDLINE_MAX_SERVERS, DEFAULT_MAX_SERVERS))
     return _models, _servers
+
+
+def _name_limiter(kind: str) -> ValueLimiter:
+    found = _names.get(kind)
+    if found is None:
+        env, default = _NAME_LIMITS[kind]
+        found = _names.setdefault(kind, ValueLimiter(int_from_env(env, default)))
+    return found
 
 
 def fold_model(model: str | None) -> str | None:
@@ -71,7 +88,18 @@ def fold_server(address: str | None) -> str | None:
     return _limiters()[1].fold(address)
 
 
+def fold_agent(name: str | None) -> str | None:
+    """The ``gen_ai.agent.name`` value to record for ``name``."""
+    return _name_limiter("agent").fold(name)
+
+
+def fold_tool(name: str | None) -> str | None:
+    """The ``gen_ai.tool.name`` value to record for ``name``."""
+    return _name_limiter("tool").fold(name)
+
+
 def reset_limits() -> None:
     """Forget the values seen and re-read the limits from the environment (tests)."""
     global _models, _servers
     _models = _servers = None
+    _names.clear()

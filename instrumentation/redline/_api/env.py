@@ -4,6 +4,11 @@
   process; later ones are recorded as ``_OTHER``.
 * ``REDLINE_MAX_SERVERS`` (default 16): distinct ``server.address`` values kept per process;
   later ones are recorded as ``_OTHER`` (and lose ``server.port``).
+* ``REDLINE_MAX_AGENTS`` (default 32): distinct ``gen_ai.agent.name`` values kept per process
+  (sessions, handoffs, activity); later ones are recorded as ``_OTHER``.
+* ``REDLINE_MAX_TOOLS`` (default 64): distinct ``gen_ai.tool.name`` values kept per process;
+  later ones are recorded as ``_OTHER`` (a tool name with an id in it cannot explode
+  cardinality).
 """
 
 from __future__ import annotations
@@ -11,12 +16,17 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["REDLINE_MAX_MODELS", "REDLINE_MAX_SERVERS", "OTHER", "int_from_env"]
+__all__ = ["REDLINE_MAX_MODELS", "REDLINE_MAX_SERVERS", "REDLINE_MAX_AGENTS", "REDLINE_MAX_TOOLS",
+           "OTHER", "int_from_env"]
 
 REDLINE_MAX_MODELS = "REDLINE_MAX_MODELS"
 REDLINE_MAX_SERVERS = "REDLINE_MAX_SERVERS"
 DEFAULT_MAX_MODELS = 32
 DEFAULT_MAX_SERVERS = 16
+REDLINE_MAX_AGENTS = "REDLINE_MAX_AGENTS"
+REDLINE_MAX_TOOLS = "REDLINE_MAX_TOOLS"
+DEFAULT_MAX_AGENTS = 32
+DEFAULT_MAX_TOOLS = 64
 
 OTHER = "_OTHER"
 """The value an attribute takes once its cardinality limit is reached."""

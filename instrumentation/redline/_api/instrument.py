@@ -51,8 +51,9 @@ def stop_gpu() -> None:
 
 
 def instrument(**kwargs: Any) -> None:
-    """Instrument the ``openai`` and ``anthropic`` SDKs (whichever are importable) and start
-    ``redline.gpu`` sampling if that module exists.
+    """Instrument the ``openai`` and ``anthropic`` SDKs and the agent frameworks (whichever
+    are installed; see :mod:`redline.instrumentors.frameworks`) and start ``redline.gpu``
+    sampling if that module exists.
 
     Args:
         **kwargs: passed to :meth:`RedlineInstrumentor.instrument`; ``meter_provider=`` records

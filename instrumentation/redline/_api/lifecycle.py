@@ -3,7 +3,9 @@
 Each is an object you can use four ways, all ending it exactly once:
 
 * ``with x: ...`` and ``async with x: ...`` — one use per object;
-* ``@x`` on a function or a coroutine function — a fresh copy per invocation;
+* ``@x`` on a function, a coroutine function, a generator or an async generator function —
+  a fresh copy per invocation, open for as long as the call runs (for a generator: from the
+  first ``next`` to its end, ``close()`` or garbage collection, not just its creation);
 * ``x.start()`` / ``x.end()`` by hand (``end`` is idempotent).
 """
 
@@ -90,7 +92,21 @@ class Lifecycle:
         self.end(exc)
 
     def __call__(self, func: F) -> F:
-        """Decorate ``func`` (sync or ``async``): each invocation runs inside a fresh copy."""
+        """Decorate ``func``: each invocation runs inside a fresh copy.
+
+        Sync and ``async`` functions are timed over the call; generator and async generator
+        functions over the iteration (values sent and exceptions thrown in are passed on).
+        """
+        if inspect.isasyncgenfunction(func):
+            return self._wrap_async_gen(func)  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self._clone():
+                    return (yield from func(*args, **kwargs))
+
+            return gen_wrapper  # type: ignore[return-value]
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -106,3 +122,30 @@ class Lifecycle:
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
+
+    def _wrap_async_gen(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            # async generators have no `yield from`: delegate asend/athrow/aclose by hand
+            inner = func(*args, **kwargs)
+            with self._clone():
+                sent: Any = None
+                while True:
+                    try:
+                        item = await inner.asend(sent)
+                    except StopAsyncIteration:
+                        return
+                    while True:
+                        try:
+                            sent = yield item
+                            break
+                        except GeneratorExit:
+                            await inner.aclose()
+                            raise
+                        except BaseException as exc:  # thrown in by the consumer
+                            try:
+                                item = await inner.athrow(exc)
+                            except StopAsyncIteration:
+                                return
+
+        return agen_wrapper

@@ -22,6 +22,7 @@ from typing import Any
 
 from redline._api.cardinality import fold_model, fold_server
 from redline._api.lifecycle import Lifecycle
+from redline._api.scopes import activity_end, activity_start
 from redline.instruments import Instruments, get_instruments
 from redline.semconv import Attr
 
@@ -76,6 +77,7 @@ class ModelCall(Lifecycle):
         self.last_cause: str | None = None
         self.retries_remaining: int | None = None  # set by the SDK hooks per attempt
         self._token: contextvars.Token | None = None
+        self._activity: dict | None = None  # counted under the current agent session
 
     def _clone(self) -> ModelCall:
         return ModelCall(**self._args)
@@ -102,6 +104,7 @@ class ModelCall(Lifecycle):
         self._inst = get_instruments(self._args["meter_provider"])
         self._t0 = time.perf_counter()
         self._inst.requests_in_flight.add(1, self.attrs)
+        self._activity = activity_start(self._inst, "model")
 
     # --- what happened during the call ----------------------------------------------
     def first_chunk(self) -> None:
@@ -178,6 +181,7 @@ class ModelCall(Lifecycle):
             inst.time_per_output_chunk.record(
                 (self._last_content - self._first_chunk) / self._gaps, attrs)
         inst.requests_in_flight.add(-1, attrs)
+        activity_end(inst, self._activity)
         end = at if at is not None else time.perf_counter()
         done = dict(attrs)
         if error:

@@ -1,9 +1,11 @@
 """``RedlineInstrumentor``: the one entry point ``opentelemetry-instrument`` finds.
 
 It switches on one instrumentor per SDK (:mod:`redline.instrumentors.openai`,
-:mod:`redline.instrumentors.anthropic`); each is skipped when its SDK is not importable or
-not a supported major version. It also starts ``redline.gpu`` sampling when that module
-exists, so ``opentelemetry-instrument`` gets everything ``redline.instrument()`` does.
+:mod:`redline.instrumentors.anthropic`) and one per agent framework
+(:mod:`redline.instrumentors.frameworks`: OpenAI Agents SDK, LangChain/LangGraph, MCP
+client, pydantic-ai); each is skipped when its library is not installed or not a supported
+version. It also starts ``redline.gpu`` sampling when that module exists, so
+``opentelemetry-instrument`` gets everything ``redline.instrument()`` does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def _sdk_instrumentors() -> list[BaseInstrumentor]:
             found.append(getattr(mod, cls)())
         except ImportError:
             _log.debug("redline: %s not available", module)
-    return found
+    from redline.instrumentors.frameworks import framework_instrumentors
+
+    return found + framework_instrumentors()
 
 
 class RedlineInstrumentor(BaseInstrumentor):

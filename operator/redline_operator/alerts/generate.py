@@ -4,6 +4,7 @@ Layout (relative to the directory holding ``redline.yaml``)::
 
     alerts/<target>.rules.yml        recording + alerting rules (Prometheus loads *.rules.yml)
     alerts/<target>.long.rules.yml   the same over long windows (error budget, absent)
+    alerts/agents.rules.yml          where agents spend their concurrency, Little's law per pool
     alerts/tests/<target>*.test.yml  promtool unit tests of each rule file
     alerts/tests/<target>.server-<address>.test.yml  the same rules against series reported
                                      under each further server_address (compose: ``sim``)
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 
 from redline.config import Config
+from redline_operator.agents_promql import promtool_tests, recording_rules
 from redline_operator.alerts.alertmanager import alertmanager_config
 from redline_operator.alerts.promtests import address_tests, target_tests
 from redline_operator.alerts.rules import target_rule_files
@@ -47,6 +49,10 @@ def generate(cfg: Config, source: str = "redline.yaml", alerts_dir: str = "alert
                 files[f"{a}/tests/{variant}"] = dump_yaml(address_tests(
                     cfg, target, f"../{rule_file}", address, long=suffix != "rules.yml"),
                     source)
+    files[f"{a}/agents.rules.yml"] = dump_yaml(
+        {"groups": [{"name": "redline.agents", "interval": cfg.evaluation_interval,
+                     "rules": recording_rules(cfg.fresh_window)}]}, source)
+    files[f"{a}/tests/agents.test.yml"] = dump_yaml(promtool_tests(), source)
     for name, text in runbooks().items():
         files[f"{a}/runbooks/{name}.md"] = header(source, "<!--") + "\n" + text
     files[f"{a}/alertmanager.yml"] = dump_yaml(alertmanager_config(cfg, "native"), source)

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measured seconds per concurrency step (default: %(default)s)")
     p.add_argument("--warmup-seconds", type=float, default=2.0)
     p.add_argument("--levels", help="comma-separated agent counts instead of the ramp")
+    p.add_argument("--workload", choices=("manual", "openai-agents"), default="manual",
+                   help="manual: redline.agent_session/tool_call around the openai SDK; "
+                        "openai-agents: a real OpenAI Agents SDK agent with a tool, "
+                        "auto-instrumented (needs openai-agents; default: %(default)s)")
     p.add_argument("--no-stack", action="store_true",
                    help="do not start the native stack (use one already running, e.g. compose)")
     p.add_argument("--prometheus", default=None,
@@ -57,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     settings = DemoSettings(slots=args.slots, sim_port=args.sim_port,
                             step_seconds=args.step_seconds, warmup_seconds=args.warmup_seconds,
-                            levels=_levels(args.levels))
+                            levels=_levels(args.levels), workload=args.workload)
     console = Console()
     stack = Stack()
     prometheus_url = args.prometheus or stack.prometheus_url

@@ -293,6 +293,20 @@ def capacity_dashboard(cfg: Config) -> dict:
                              q.plan_replicas(cfg.targets), unit="short", width=12,
                              links=runbooks(cfg, r.FLEET)),
         ]),
+        Row("Where agents spend their concurrency", [
+            timeseries_panel("Where agents spend their concurrency",
+                             "For each agent, the share of its session time spent in model "
+                             "calls, in tool calls and in neither (think time), from the "
+                             "in-flight gauges by Little's law: mean calls in flight / mean "
+                             "sessions in flight. A large tool share in a capped model pool "
+                             "means slots held while waiting on tools.",
+                             q.agent_concurrency_split(), unit="percentunit", width=12),
+            timeseries_panel("Little's law per pool",
+                             "Measured mean in flight / (rate x mean duration) for agent "
+                             "sessions, tool calls and model calls: 1 when every call that "
+                             "starts also finishes and is recorded.",
+                             q.agent_littles_law(), unit="short", width=12),
+        ]),
         Row("GPU (NVML or DCGM exporter)", [
             timeseries_panel("GPU utilization",
                              "Busy fraction per GPU (instance, gpu), from redline's NVML "

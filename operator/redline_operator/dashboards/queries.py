@@ -265,6 +265,22 @@ def littles_law() -> list[Query]:
 
 # --- agents, tools, limiter, server side ----------------------------------------------
 
+def agent_concurrency_split() -> list[Query]:
+    """Share of each agent's session time in model calls, tool calls and neither."""
+    from redline_operator import agents_promql as ap
+
+    return [Query(ap.share("$job", "$__rate_interval"),
+                  f"{{{{{ap.AGENT}}}}} {{{{{ap.ACTIVITY}}}}}"),
+            Query(ap.think_share("$job", "$__rate_interval"), f"{{{{{ap.AGENT}}}}} neither")]
+
+
+def agent_littles_law() -> list[Query]:
+    """Little's-law check per pool: measured mean in flight / (rate x mean duration)."""
+    from redline_operator import agents_promql as ap
+
+    return [Query(ap.littles_law(pool, "$job", "$__rate_interval"), pool) for pool in ap.POOLS]
+
+
 def agents_and_tools(window: str = DEFAULT_FRESH_WINDOW) -> list[Query]:
     """Open agent sessions and running tool calls, of live processes only."""
     agent, tool = prom_label(Attr.AGENT_NAME), prom_label(Attr.TOOL_NAME)

@@ -9,6 +9,8 @@ which the ``anthropic`` SDK requires.
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,8 +26,9 @@ from redline_operator.sim.exchange import (
     sse,
 )
 from redline_operator.sim.tokens import TokenText, estimate_tokens
+from redline_operator.sim.toolcalls import ToolCall, fragments, plan_tool_calls
 
-__all__ = ["routes", "MessagesDialect"]
+__all__ = ["routes", "MessagesDialect", "MessagesToolDialect"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error", 413: "request_too_large",
@@ -79,6 +82,43 @@ class MessagesDialect:
                           "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
 
 
+class MessagesToolDialect(MessagesDialect):
+    """A message made of ``tool_use`` blocks (the rule: :mod:`.toolcalls`), streamed as
+    ``input_json_delta`` events, one per token; stop reason ``tool_use``."""
+
+    def __init__(self, calls: list[ToolCall]) -> None:
+        self.calls = calls
+
+    def body(self, ctx: Context) -> dict:
+        blocks = [{"type": "tool_use", "id": c.call_id, "name": c.name,
+                   "input": json.loads(c.arguments)} for c in self.calls]
+        return self._message(ctx, blocks, "tool_use", ctx.output_tokens)
+
+    def head(self, ctx: Context) -> list[bytes]:
+        return [_event("message_start", message=self._message(ctx, [], None, 1)), _event("ping")]
+
+    def chunk(self, ctx: Context, index: int, text: str) -> bytes:
+        out = []
+        for k, piece, first in fragments(self.calls, index, ctx.max_tokens):
+            if first:
+                if k > 0:
+                    out.append(_event("content_block_stop", index=k - 1))
+                call = self.calls[k]
+                out.append(_event("content_block_start", index=k, content_block={
+                    "type": "tool_use", "id": call.call_id, "name": call.name, "input": {}}))
+            out.append(_event("content_block_delta", index=k,
+                              delta={"type": "input_json_delta", "partial_json": piece}))
+        return b"".join(out)
+
+    def tail(self, ctx: Context) -> list[bytes]:
+        return [
+            _event("content_block_stop", index=len(self.calls) - 1),
+            _event("message_delta", delta={"stop_reason": "tool_use", "stop_sequence": None},
+                   usage={"output_tokens": ctx.output_tokens}),
+            _event("message_stop"),
+        ]
+
+
 async def messages(request: Request) -> Response:
     state: SimState = request.app.state.sim
     cfg = state.config
@@ -96,12 +136,14 @@ async def messages(request: Request) -> Response:
         prompt = prompt_tokens_for(request, cfg.prompt_tokens,
                                    estimate_tokens([body.get("system") or "", msgs],
                                                    cfg.chars_per_token))
+        number = state.engine.next_number()
+        ctx = Context(req_id=f"msg_{number:024d}", model=model, prompt_tokens=prompt,
+                      max_tokens=max_tokens, text=TokenText(cfg.seed, number))
+        calls = plan_tool_calls(request, body, msgs, ctx.req_id)
     except BadRequest as exc:
         return JSONResponse(_error_body(400, str(exc)), 400)
-    number = state.engine.next_number()
-    ctx = Context(req_id=f"msg_{number:024d}", model=model, prompt_tokens=prompt,
-                  max_tokens=max_tokens, text=TokenText(cfg.seed, number))
-    return await serve_request(state, MessagesDialect(), ctx, bool(body.get("stream")))
+    dialect = MessagesToolDialect(calls) if calls else MessagesDialect()
+    return await serve_request(state, dialect, ctx, bool(body.get("stream")))
 
 
 routes = [Route("/v1/messages", messages, methods=["POST"])]

@@ -28,8 +28,10 @@ from redline_operator.sim.exchange import (
     sse,
 )
 from redline_operator.sim.tokens import TokenText, estimate_tokens
+from redline_operator.sim.toolcalls import ToolCall, fragments, plan_tool_calls
 
-__all__ = ["routes", "ChatDialect", "ResponsesDialect", "EmbeddingsDialect"]
+__all__ = ["routes", "ChatDialect", "ChatToolDialect", "ResponsesDialect",
+           "ResponsesToolDialect", "EmbeddingsDialect"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 404: "not_found_error", 429: "rate_limit_error"}
@@ -157,6 +159,97 @@ class ResponsesDialect:
                 "text": {"format": {"type": "text"}}, "metadata": {}}
 
 
+class ChatToolDialect(ChatDialect):
+    """A chat answer made of tool calls (the rule: :mod:`.toolcalls`), streamed as
+    ``delta.tool_calls`` argument fragments, one chunk per token."""
+
+    def __init__(self, calls: list[ToolCall]) -> None:
+        self.calls = calls
+
+    def body(self, ctx: Context) -> dict:
+        tool_calls = [{"id": c.call_id, "type": "function",
+                       "function": {"name": c.name, "arguments": c.arguments}}
+                      for c in self.calls]
+        return {
+            "id": ctx.req_id, "object": "chat.completion", "created": ctx.created,
+            "model": ctx.model, "system_fingerprint": None,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                         "message": {"role": "assistant", "content": None, "refusal": None,
+                                     "tool_calls": tool_calls}}],
+            "usage": _usage(ctx),
+        }
+
+    def chunk(self, ctx: Context, index: int, text: str) -> bytes:
+        deltas = []
+        for k, piece, first in fragments(self.calls, index, ctx.max_tokens):
+            call = self.calls[k]
+            fn: dict[str, Any] = {"arguments": piece}
+            entry: dict[str, Any] = {"index": k, "function": fn}
+            if first:
+                entry.update(id=call.call_id, type="function")
+                fn["name"] = call.name
+            deltas.append(entry)
+        delta: dict[str, Any] = {"tool_calls": deltas}
+        if index == 0:
+            delta.update(role="assistant", content=None)
+        last = index == ctx.max_tokens - 1
+        return sse(self._chunk(ctx, [{"index": 0, "delta": delta, "logprobs": None,
+                                       "finish_reason": "tool_calls" if last else None}]))
+
+
+class ResponsesToolDialect(ResponsesDialect):
+    """A response whose output is ``function_call`` items, streamed as
+    ``response.function_call_arguments.delta`` events, one per token."""
+
+    def __init__(self, calls: list[ToolCall]) -> None:
+        self.calls = calls
+
+    def _item(self, ctx: Context, k: int, status: str, arguments: str | None = None) -> dict:
+        call = self.calls[k]
+        return {"id": f"fc_{ctx.req_id.removeprefix('resp_')}_{k}", "type": "function_call",
+                "call_id": call.call_id, "name": call.name, "status": status,
+                "arguments": call.arguments if arguments is None else arguments}
+
+    def body(self, ctx: Context) -> dict:
+        items = [self._item(ctx, k, "completed") for k in range(len(self.calls))]
+        return self._response(ctx, "completed", items)
+
+    def head(self, ctx: Context) -> list[bytes]:
+        return [self._event(ctx, "response.created",
+                            response=self._response(ctx, "in_progress", [])),
+                self._event(ctx, "response.in_progress",
+                            response=self._response(ctx, "in_progress", []))]
+
+    def chunk(self, ctx: Context, index: int, text: str) -> bytes:
+        out = []
+        for k, piece, first in fragments(self.calls, index, ctx.max_tokens):
+            item = self._item(ctx, k, "in_progress", "")
+            if first:
+                out.append(self._event(ctx, "response.output_item.added", output_index=k,
+                                       item=item))
+            out.append(self._event(ctx, "response.function_call_arguments.delta",
+                                   item_id=item["id"], output_index=k, delta=piece))
+        return b"".join(out)
+
+    def tail(self, ctx: Context) -> list[bytes]:
+        out = []
+        for k, call in enumerate(self.calls):
+            item = self._item(ctx, k, "completed")
+            out.append(self._event(ctx, "response.function_call_arguments.done",
+                                   item_id=item["id"], output_index=k, name=call.name,
+                                   arguments=call.arguments))
+            out.append(self._event(ctx, "response.output_item.done", output_index=k, item=item))
+        out.append(self._event(ctx, "response.completed", response=self.body(ctx)))
+        return out
+
+
+def _tool_dialect(request: Request, body: dict, conversation: Any, ctx: Context,
+                  cls: type) -> Any:
+    """``cls(calls)`` when the tool-call rule (:mod:`.toolcalls`) says to call tools."""
+    calls = plan_tool_calls(request, body, conversation, ctx.req_id)
+    return cls(calls) if calls else None
+
+
 class EmbeddingsDialect:
     """``/v1/embeddings``: prefill-only sequences with deterministic unit vectors."""
 
@@ -211,10 +304,11 @@ async def chat_completions(request: Request) -> Response:
         max_tokens = positive_int(body, "max_completion_tokens", "max_tokens",
                                   default=cfg.default_output_tokens)
         ctx = _new_ctx(state, ChatDialect.id_prefix, body.get("model"), prompt, max_tokens)
+        dialect = _tool_dialect(request, body, messages, ctx, ChatToolDialect) or ChatDialect()
     except BadRequest as exc:
         return JSONResponse(_error_body(400, str(exc)), 400)
     ctx.params["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
-    return await serve_request(state, ChatDialect(), ctx, bool(body.get("stream")))
+    return await serve_request(state, dialect, ctx, bool(body.get("stream")))
 
 
 async def responses(request: Request) -> Response:
@@ -228,9 +322,11 @@ async def responses(request: Request) -> Response:
                                    estimate_tokens(parts, cfg.chars_per_token))
         max_tokens = positive_int(body, "max_output_tokens", default=cfg.default_output_tokens)
         ctx = _new_ctx(state, ResponsesDialect.id_prefix, body.get("model"), prompt, max_tokens)
+        dialect = (_tool_dialect(request, body, body.get("input"), ctx, ResponsesToolDialect)
+                   or ResponsesDialect())
     except BadRequest as exc:
         return JSONResponse(_error_body(400, str(exc)), 400)
-    return await serve_request(state, ResponsesDialect(), ctx, bool(body.get("stream")))
+    return await serve_request(state, dialect, ctx, bool(body.get("stream")))
 
 
 async def embeddings(request: Request) -> Response:
