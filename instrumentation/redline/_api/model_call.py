@@ -63,6 +63,7 @@ class ModelCall(Lifecycle):
                           meter_provider=meter_provider)
         self.streaming = streaming
         self.attrs: dict[str, Any] = self._attributes()
+        self.route: dict[str, Any] = self._route()
         self._inst: Instruments | None = None
         self._t0 = 0.0
         self._last_chunk: float | None = None
@@ -74,7 +75,12 @@ class ModelCall(Lifecycle):
         self._tokens: dict[str, int] = {}
         self.attempt_count = 0
         self.last_cause: str | None = None
-        self.retries_remaining: int | None = None  # set by the SDK hooks per attempt
+        self.last_attempt_end: float | None = None
+        # set by the SDK instrumentors: count this call's HTTP attempts at the client's send,
+        # and the client's max_retries (so the retry budget is not asked about a retry that
+        # would not happen)
+        self.sdk_attempts = False
+        self.max_retries: int | None = None
         self._token: contextvars.Token | None = None
 
     def _clone(self) -> ModelCall:
@@ -97,6 +103,18 @@ class ModelCall(Lifecycle):
 
             report(self._component, exc)
         return attrs
+
+    def _route(self) -> dict[str, Any]:
+        """The real (unfolded) values the limiter routes on: folding is for telemetry only."""
+        a = self._args
+        route: dict[str, Any] = {Attr.OPERATION: a["operation"], Attr.PROVIDER: a["provider"]}
+        if a["model"] is not None:
+            route[Attr.REQUEST_MODEL] = str(a["model"])
+        if a["server_address"] is not None:
+            route[Attr.SERVER_ADDRESS] = str(a["server_address"])
+            if a["server_port"] is not None:
+                route[Attr.SERVER_PORT] = a["server_port"]
+        return route
 
     def _on_start(self) -> None:
         self._inst = get_instruments(self._args["meter_provider"])

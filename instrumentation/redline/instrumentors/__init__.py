@@ -1,13 +1,15 @@
 """``RedlineInstrumentor``: the one entry point ``opentelemetry-instrument`` finds.
 
 It switches on one instrumentor per SDK (:mod:`redline.instrumentors.openai`,
-:mod:`redline.instrumentors.anthropic`); each is skipped when its SDK is not importable or
-not a supported major version. It also starts ``redline.gpu`` sampling when that module
+:mod:`redline.instrumentors.anthropic`). An SDK that is not installed is skipped without a
+word (DEBUG only); an installed one outside the supported range gets one ERROR line from
+``BaseInstrumentor`` and is left alone. It also starts ``redline.gpu`` sampling when that module
 exists, so ``opentelemetry-instrument`` gets everything ``redline.instrument()`` does.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -19,10 +21,22 @@ __all__ = ["RedlineInstrumentor"]
 _log = logging.getLogger("redline")
 
 
+def _installed(sdk: str) -> bool:
+    try:
+        return importlib.util.find_spec(sdk) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _sdk_instrumentors() -> list[BaseInstrumentor]:
+    """One instrumentor per SDK that is installed (an absent SDK is not worth a log line)."""
     found: list[BaseInstrumentor] = []
-    for module, cls in (("redline.instrumentors.openai", "OpenAIInstrumentor"),
-                        ("redline.instrumentors.anthropic", "AnthropicInstrumentor")):
+    for sdk, module, cls in (("openai", "redline.instrumentors.openai", "OpenAIInstrumentor"),
+                             ("anthropic", "redline.instrumentors.anthropic",
+                              "AnthropicInstrumentor")):
+        if not _installed(sdk):
+            _log.debug("redline: %s is not installed; not instrumenting it", sdk)
+            continue
         try:
             mod = __import__(module, fromlist=[cls])
             found.append(getattr(mod, cls)())

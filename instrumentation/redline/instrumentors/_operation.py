@@ -17,7 +17,7 @@ from redline._api.model_call import ModelCall
 from redline.instrumentors import _limits
 from redline.instrumentors._limits import Slot
 
-__all__ = ["Operation", "sync_operation", "async_operation", "server_of"]
+__all__ = ["Operation", "sync_operation", "async_operation", "server_of", "sdk_call"]
 
 
 class Operation:
@@ -51,10 +51,21 @@ def server_of(instance: Any) -> tuple[str | None, int | None]:
     return url.host or None, port
 
 
+def sdk_call(spec: dict, instance: Any) -> ModelCall:
+    """A :class:`ModelCall` for an SDK resource method: its HTTP attempts are counted at the
+    client's ``send`` (:mod:`redline.instrumentors._transport`), and its client's
+    ``max_retries`` bounds what the retry budget is asked."""
+    call = ModelCall(**spec)
+    call.sdk_attempts = True
+    max_retries = getattr(getattr(instance, "_client", None), "max_retries", None)
+    call.max_retries = max_retries if isinstance(max_retries, int) else None
+    return call
+
+
 def _call_for(describe: Describe, instance: Any, args: tuple, kwargs: dict) -> ModelCall | None:
     try:
         spec = describe(instance, args, kwargs)
-        return None if spec is None else ModelCall(**spec)
+        return None if spec is None else sdk_call(spec, instance)
     except Exception as exc:
         report("describe", exc)
         return None
@@ -67,7 +78,7 @@ def sync_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
         call = _call_for(describe, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        slot = _limits.acquire_sync(call.attrs)
+        slot = _limits.acquire_sync(call.route)
         op = Operation(call, slot)
         call.start()
         token = call.activate()
@@ -93,7 +104,7 @@ def async_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
         call = _call_for(describe, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        slot = await _limits.acquire_async(call.attrs)
+        slot = await _limits.acquire_async(call.route)
         op = Operation(call, slot)
         call.start()
         token = call.activate()

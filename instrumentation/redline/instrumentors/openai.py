@@ -1,4 +1,4 @@
-"""Instrumentation of the ``openai`` SDK (3.x): chat completions, responses, embeddings.
+"""Instrumentation of the ``openai`` SDK (1.26 - 3.x): chat completions, responses, embeddings.
 
 Works for OpenAI itself and any OpenAI-compatible server reached through ``base_url``
 (vLLM, SGLang, TGI, llama.cpp, Ollama...): ``server.address``/``server.port`` come from the
@@ -12,44 +12,43 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
 
 from redline._api.model_call import ModelCall
-from redline.instrumentors import _attempts
+from redline.instrumentors import _attempts, _transport
 from redline.instrumentors._operation import (
     Operation,
     async_operation,
     server_of,
     sync_operation,
 )
+from redline.instrumentors._patching import PatchSet, Target, find_class
 from redline.instrumentors._streams import AsyncStream, RawResponse, SyncStream
 
 __all__ = ["OpenAIInstrumentor", "SUPPORTED"]
 
-SUPPORTED = "openai >= 3.0, < 4"
+# 1.26 is the first release with ``stream_options={"include_usage": True}``, without which a
+# streamed call reports no tokens; it is also the floor of the official OTel GenAI openai
+# instrumentation. Older 1.x releases are refused (one ERROR line from BaseInstrumentor).
+SUPPORTED = "openai >= 1.26, < 4"
 PROVIDER = "openai"
+_log = logging.getLogger("redline")
 
-# (module, resource class whose ``create`` is wrapped, gen_ai.operation.name)
-_OPERATIONS = (
-    ("openai.resources.chat.completions.completions", "Completions", "chat"),
-    ("openai.resources.chat.completions.completions", "AsyncCompletions", "chat"),
-    ("openai.resources.responses.responses", "Responses", "chat"),
-    ("openai.resources.responses.responses", "AsyncResponses", "chat"),
-    ("openai.resources.embeddings", "Embeddings", "embeddings"),
-    ("openai.resources.embeddings", "AsyncEmbeddings", "embeddings"),
+# (where the resource class has lived across releases, gen_ai.operation.name, chunk handler key)
+_SURFACES = (
+    (("openai.resources.chat.completions:Completions",), "chat", "chat"),
+    (("openai.resources.chat.completions:AsyncCompletions",), "chat", "chat"),
+    (("openai.resources.responses:Responses",), "chat", "responses"),  # openai >= 1.66
+    (("openai.resources.responses:AsyncResponses",), "chat", "responses"),
+    (("openai.resources.embeddings:Embeddings",), "embeddings", "chat"),
+    (("openai.resources.embeddings:AsyncEmbeddings",), "embeddings", "chat"),
 )
-_HOOKS = (  # inside the retry loop; see redline.instrumentors._attempts
-    ("SyncAPIClient", "_send_request", _attempts.sync_attempt),
-    ("AsyncAPIClient", "_send_request", _attempts.async_attempt),
-    ("SyncAPIClient", "_sleep_for_retry", _attempts.sync_sleep),
-    ("AsyncAPIClient", "_sleep_for_retry", _attempts.async_sleep),
-    ("_RequestBodyReplay", "rewind", _attempts.veto_bool),
-)
+BUDGET_NOTE = ("the retry budget can stop HTTP-status retries (429, 5xx) on every supported "
+               "openai version, and timeout/connection-error retries on openai >= 3.0")
 
 
 def _describe(operation: str):
@@ -116,30 +115,59 @@ def _finisher(on_chunk):
     return finish
 
 
-_ON_CHUNK = {"Completions": on_chat_chunk, "AsyncCompletions": on_chat_chunk,
-             "Responses": on_response_event, "AsyncResponses": on_response_event,
-             "Embeddings": on_chat_chunk, "AsyncEmbeddings": on_chat_chunk}
+_ON_CHUNK = {"chat": on_chat_chunk, "responses": on_response_event}
+
+
+def _targets() -> tuple[list[Target], list[str]]:
+    """What to wrap in the installed openai, and what this version lacks (for the log)."""
+    targets, missing = [], []
+    for paths, operation, kind in _SURFACES:
+        cls = find_class(*paths)
+        if cls is None:
+            missing.append(paths[0].rpartition(":")[2])
+            continue
+        factory = async_operation if cls.__name__.startswith("Async") else sync_operation
+        targets.append(Target(cls, "create",
+                              factory(_describe(operation), _finisher(_ON_CHUNK[kind]))))
+    # the retry budget's veto: openai 3.x asks _RequestBodyReplay.rewind before every retry;
+    # earlier loops ask BaseClient._should_retry before HTTP-status retries only
+    replay = find_class("openai._base_client:_RequestBodyReplay")
+    if replay is not None:
+        targets.append(Target(replay, "rewind", _attempts.veto_bool))
+    else:
+        base = find_class("openai._base_client:BaseClient")
+        if base is not None:
+            targets.append(Target(base, "_should_retry", _attempts.veto_bool))
+    return targets, missing
 
 
 class OpenAIInstrumentor(BaseInstrumentor):
-    """Records every model call made through the ``openai`` SDK; see the module docstring."""
+    """Records every model call made through the ``openai`` SDK; see the module docstring.
+
+    All-or-nothing: every wrapper is applied or none is (one INFO line says why);
+    ``uninstrument()`` restores every original.
+    """
+
+    _patches = PatchSet("openai")
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (SUPPORTED,)
 
     def _instrument(self, **kwargs: Any) -> None:
-        for module, cls, operation in _OPERATIONS:
-            factory = async_operation if cls.startswith("Async") else sync_operation
-            wrap_function_wrapper(module, f"{cls}.create",
-                                  factory(_describe(operation), _finisher(_ON_CHUNK[cls])))
-        for cls, method, wrapper in _HOOKS:
-            wrap_function_wrapper("openai._base_client", f"{cls}.{method}", wrapper)
+        if self._patches.active:
+            return
+        targets, missing = _targets()
+        if not _transport.acquire("openai"):
+            _log.info("redline: openai: no HTTP client hook; not instrumenting openai")
+            return
+        if not self._patches.apply(targets):
+            _transport.release("openai")
+            return
+        if missing:
+            _log.debug("redline: openai: this version has no %s", ", ".join(missing))
+        if find_class("openai._base_client:_RequestBodyReplay") is None:
+            _log.info("redline: openai: %s", BUDGET_NOTE)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import importlib
-
-        for module, cls, _ in _OPERATIONS:
-            unwrap(getattr(importlib.import_module(module), cls), "create")
-        base = importlib.import_module("openai._base_client")
-        for cls, method, _ in _HOOKS:
-            unwrap(getattr(base, cls), method)
+        self._patches.restore()
+        _transport.release("openai")
