@@ -69,11 +69,17 @@ def on_event(call: ModelCall, event: Any) -> None:
                        output_tokens=getattr(usage, "output_tokens", None))
 
 
+def _raw_response_types() -> tuple[type, ...]:
+    """``with_raw_response`` gives a ``LegacyAPIResponse`` in many releases, else an APIResponse."""
+    found = [find_class("anthropic._response:BaseAPIResponse"),
+             find_class("anthropic._legacy_response:LegacyAPIResponse")]
+    return tuple(cls for cls in found if cls is not None)
+
+
 def _finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
     import anthropic
-    from anthropic._response import BaseAPIResponse
 
-    if kwargs.get("stream") is True and isinstance(result, BaseAPIResponse):
+    if kwargs.get("stream") is True and isinstance(result, _raw_response_types()):
         # with_raw_response / with_streaming_response: the body is still to come
         return RawResponse(result, op, on_event), True
     if isinstance(result, anthropic.Stream):
