@@ -1,0 +1,1 @@
+"""The implementation behind redline's public API (re-exported by :mod:`redline`)."""

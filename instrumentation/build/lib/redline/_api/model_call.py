@@ -1,0 +1,250 @@
+"""``model_call``: the record of one model call, used by hand and by the instrumentors.
+
+Example:
+    >>> import redline
+    >>> with redline.model_call(provider="vllm", model="llama-3-8b",
+    ...                         server_address="gpu-7", server_port=8000,
+    ...                         streaming=True) as call:
+    ...     for chunk in my_client.stream(prompt):   # your own client
+    ...         call.chunk()                         # first one is the TTFT
+    ...     call.usage(input_tokens=812, output_tokens=64)
+
+    The same object works as ``async with`` and as a decorator (``@redline.model_call(...)``),
+    and ends exactly once: the in-flight count goes back down whatever way the block exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from typing import Any
+
+from redline._api.cardinality import fold_model, fold_server
+from redline._api.lifecycle import Lifecycle
+from redline.instruments import Instruments, get_instruments
+from redline.semconv import Attr
+
+__all__ = ["ModelCall", "model_call", "current_model_call"]
+
+_current: contextvars.ContextVar[ModelCall | None] = contextvars.ContextVar(
+    "redline_model_call", default=None)
+
+
+def current_model_call() -> ModelCall | None:
+    """The model call running in this context (thread or asyncio task), if any."""
+    call = _current.get()
+    # An ended call can linger here: a generator finalized in another context cannot reset it.
+    return None if call is None or call.ended else call
+
+
+class ModelCall(Lifecycle):
+    """One model call: in-flight while it runs; duration, TTFT, chunk gaps, tokens, attempts.
+
+    Args:
+        provider: ``gen_ai.provider.name`` (``openai``, ``anthropic``, ``vllm``, ...).
+        model: ``gen_ai.request.model`` (folded to ``_OTHER`` past ``REDLINE_MAX_MODELS``).
+        server_address: ``server.address`` (folded past ``REDLINE_MAX_SERVERS``).
+        server_port: ``server.port``.
+        operation: ``gen_ai.operation.name`` (``chat``, ``embeddings``, ...).
+        streaming: whether the response is streamed (TTFT and chunk gaps are recorded only then).
+        meter_provider: record into this provider instead of redline's default.
+    """
+
+    _component = "model_call"
+
+    def __init__(self, *, provider: str, model: str | None = None,
+                 server_address: str | None = None, server_port: int | None = None,
+                 operation: str = "chat", streaming: bool = False,
+                 meter_provider: Any = None) -> None:
+        super().__init__()
+        self._args = dict(provider=provider, model=model, server_address=server_address,
+                          server_port=server_port, operation=operation, streaming=streaming,
+                          meter_provider=meter_provider)
+        self.streaming = streaming
+        self.attrs: dict[str, Any] = self._attributes()
+        self.route: dict[str, Any] = self._route()
+        self._inst: Instruments | None = None
+        self._t0 = 0.0
+        self._last_chunk: float | None = None
+        self._first_chunk: float | None = None
+        self._last_content = 0.0
+        self._gaps = 0  # content chunks after the first
+        self._ending = False
+        self._error: str | None = None
+        self._tokens: dict[str, int] = {}
+        self.attempt_count = 0
+        self.last_cause: str | None = None
+        self.last_attempt_end: float | None = None
+        # set by the SDK instrumentors: count this call's HTTP attempts at the client's send,
+        # and the client's max_retries (so the retry budget is not asked about a retry that
+        # would not happen)
+        self.sdk_attempts = False
+        self.max_retries: int | None = None
+        self._token: contextvars.Token | None = None
+
+    def _clone(self) -> ModelCall:
+        return ModelCall(**self._args)
+
+    def _attributes(self) -> dict[str, Any]:
+        a = self._args
+        attrs: dict[str, Any] = {Attr.OPERATION: a["operation"], Attr.PROVIDER: a["provider"]}
+        try:
+            model = fold_model(a["model"])
+            if model is not None:
+                attrs[Attr.REQUEST_MODEL] = str(model)
+            address = fold_server(a["server_address"])
+            if address is not None:
+                attrs[Attr.SERVER_ADDRESS] = str(address)
+                if a["server_port"] is not None and address == a["server_address"]:
+                    attrs[Attr.SERVER_PORT] = int(a["server_port"])
+        except Exception as exc:  # a strange model object must not break the call
+            from redline._api.guard import report
+
+            report(self._component, exc)
+        return attrs
+
+    def _route(self) -> dict[str, Any]:
+        """The real (unfolded) values the limiter routes on: folding is for telemetry only."""
+        a = self._args
+        route: dict[str, Any] = {Attr.OPERATION: a["operation"], Attr.PROVIDER: a["provider"]}
+        if a["model"] is not None:
+            route[Attr.REQUEST_MODEL] = str(a["model"])
+        if a["server_address"] is not None:
+            route[Attr.SERVER_ADDRESS] = str(a["server_address"])
+            if a["server_port"] is not None:
+                route[Attr.SERVER_PORT] = a["server_port"]
+        return route
+
+    def _on_start(self) -> None:
+        self._inst = get_instruments(self._args["meter_provider"])
+        self._t0 = time.perf_counter()
+        self._inst.requests_in_flight.add(1, self.attrs)
+
+    # --- what happened during the call ----------------------------------------------
+    def first_chunk(self) -> None:
+        """Mark the first content chunk now: records the time to first chunk (once)."""
+        if self._first_chunk is None and self._inst is not None and not self._ending:
+            now = time.perf_counter()
+            self._first_chunk = self._last_chunk = self._last_content = now
+            self._inst.time_to_first_chunk.record(now - self._t0, self.attrs)
+
+    def chunk(self, content: bool = True) -> None:
+        """Mark an output chunk now. The first content chunk gives the TTFT; the later ones
+        the time per output chunk (recorded once per call, at its end, as the mean gap
+        between content chunks after the first: one histogram sample per call keeps the
+        per-chunk cost to a clock read). ``content=False`` (a usage-only or keep-alive
+        event) only moves the end of the stream."""
+        if self._inst is None or self._ending:
+            return
+        if content and self._first_chunk is None:
+            self.first_chunk()
+            return
+        now = time.perf_counter()
+        if content:
+            self._gaps += 1
+            self._last_content = now
+        self._last_chunk = now
+
+    @property
+    def last_chunk_at(self) -> float | None:
+        """``time.perf_counter()`` of the last chunk seen, if any."""
+        return self._last_chunk
+
+    def usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
+        """Token counts of the call (recorded when it ends; a later value replaces)."""
+        if input_tokens is not None:
+            self._tokens["input"] = int(input_tokens)
+        if output_tokens is not None:
+            self._tokens["output"] = int(output_tokens)
+
+    def error(self, error: BaseException | str) -> None:
+        """Mark the call failed (``error.type`` = the exception's class name, or the string)."""
+        from redline._api.lifecycle import error_type
+
+        self._error = error_type(error)
+
+    def attempt(self, cause: str, duration: float, retry_after: float | None = None) -> None:
+        """One HTTP attempt ended with ``cause`` (``ok``, ``http_429``, ``timeout``...)."""
+        if self._inst is None:
+            return
+        attrs = {**self.attrs, Attr.ATTEMPT_CAUSE: cause}
+        self.attempt_count += 1
+        self.last_cause = cause
+        self._inst.attempts.add(1, attrs)
+        self._inst.attempt_duration.record(max(duration, 0.0), attrs)
+        if retry_after is not None and retry_after >= 0:
+            self._inst.retry_after.record(retry_after, attrs)
+
+    def retry(self, backoff: float) -> None:
+        """The SDK waited ``backoff`` seconds and is about to retry after the last attempt."""
+        if self._inst is None:
+            return
+        attrs = {**self.attrs, Attr.ATTEMPT_CAUSE: self.last_cause or "unknown"}
+        self._inst.retries.add(1, attrs)
+        self._inst.retry_backoff.record(max(backoff, 0.0), attrs)
+
+    # --- the end ------------------------------------------------------------------------
+    def _on_end(self, error: str | None, at: float | None) -> None:
+        inst = self._inst
+        if inst is None:
+            return
+        self._ending = True
+        error = error or self._error
+        attrs = self.attrs
+        if self._gaps and self._first_chunk is not None:
+            inst.time_per_output_chunk.record(
+                (self._last_content - self._first_chunk) / self._gaps, attrs)
+        inst.requests_in_flight.add(-1, attrs)
+        end = at if at is not None else time.perf_counter()
+        done = dict(attrs)
+        if error:
+            done[Attr.ERROR_TYPE] = error
+        inst.requests.add(1, done)
+        inst.operation_duration.record(max(end - self._t0, 0.0),
+                                       {**done, Attr.STREAMING: self.streaming})
+        for kind, n in self._tokens.items():
+            inst.token_usage.record(n, {**attrs, Attr.TOKEN_TYPE: kind})
+
+    # --- context: attempts made inside the block belong to this call ----------------------
+    def activate(self) -> contextvars.Token:
+        """Make this the current call of the context; returns the token for :meth:`deactivate`."""
+        return _current.set(self)
+
+    @staticmethod
+    def deactivate(token: contextvars.Token) -> None:
+        """Undo :meth:`activate`."""
+        # ValueError: reset from another context (a generator finalized elsewhere)
+        with contextlib.suppress(ValueError):
+            _current.reset(token)
+
+    def __enter__(self) -> ModelCall:
+        self.start()
+        self._token = self.activate()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._token is not None:
+            self.deactivate(self._token)
+            self._token = None
+        self.end(exc)
+
+    async def __aenter__(self) -> ModelCall:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def model_call(*, provider: str, model: str | None = None, server_address: str | None = None,
+               server_port: int | None = None, operation: str = "chat",
+               streaming: bool = False, meter_provider: Any = None) -> ModelCall:
+    """Record one model call; see :class:`ModelCall` for the arguments and the handle.
+
+    Returns:
+        A :class:`ModelCall`, usable as ``with``/``async with`` (yielding itself) or as a
+        decorator.
+    """
+    return ModelCall(provider=provider, model=model, server_address=server_address,
+                     server_port=server_port, operation=operation, streaming=streaming,
+                     meter_provider=meter_provider)

@@ -1,0 +1,136 @@
+"""The OpenTelemetry instruments behind every metric in :mod:`redline.semconv`, created once.
+
+Each ``MeterProvider`` gets one :class:`Instruments` holding one instrument per catalogue
+entry (except the limiter's and the GPU's, which :mod:`redline.limiter` and :mod:`redline.gpu`
+observe from their own meters); asking again returns the same object, so instruments are
+never re-created per call.
+Attribute names mirror the catalogue: ``METRICS.OPERATION_DURATION`` is
+``instruments.operation_duration``.
+
+Example:
+    >>> from opentelemetry.sdk.metrics import MeterProvider
+    >>> inst = get_instruments(MeterProvider())
+    >>> inst.requests_in_flight.add(1, {"gen_ai.provider.name": "openai"})
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter, MeterProvider
+
+from redline.semconv import METRICS, Kind, MetricSpec
+
+__all__ = ["Instruments", "get_instruments", "set_default_meter_provider", "METER_NAME"]
+
+METER_NAME = "redline"
+
+try:  # the version shown as the instrumentation scope
+    from importlib.metadata import version as _dist_version
+
+    _VERSION = _dist_version("redline")
+except Exception:  # pragma: no cover - not installed as a distribution
+    _VERSION = "0.0.0"
+
+_lock = threading.Lock()
+_by_provider: dict[int, tuple[MeterProvider, Instruments]] = {}
+_default_provider: MeterProvider | None = None
+
+
+# The limiter (``redline.limiter`` meter) and the GPU sampler (``redline.gpu`` meter) own
+# their metrics as observable instruments; creating them here too would export twice.
+_OWNED_ELSEWHERE = ("redline.limiter.", "hw.")
+
+
+def _catalogue() -> list[tuple[str, MetricSpec]]:
+    return [(key, spec) for key, spec in vars(METRICS).items()
+            if isinstance(spec, MetricSpec) and not spec.name.startswith(_OWNED_ELSEWHERE)]
+
+
+def _create(meter: Meter, spec: MetricSpec) -> Any:
+    kw = {"name": spec.name, "unit": spec.unit, "description": spec.description}
+    if spec.kind is Kind.HISTOGRAM:
+        if spec.buckets:
+            try:  # the advisory parameter is missing from older APIs (1.28 has none)
+                return meter.create_histogram(
+                    **kw, explicit_bucket_boundaries_advisory=list(spec.buckets))
+            except TypeError:
+                pass
+        return meter.create_histogram(**kw)
+    if spec.kind is Kind.COUNTER:
+        return meter.create_counter(**kw)
+    if spec.kind is Kind.UPDOWN:
+        return meter.create_up_down_counter(**kw)
+    return meter.create_gauge(**kw)
+
+
+class Instruments:
+    """One instrument per :class:`~redline.semconv.MetricSpec`, from a single meter.
+
+    Args:
+        meter_provider: the provider whose ``redline`` meter creates the instruments.
+    """
+
+    def __init__(self, meter_provider: MeterProvider) -> None:
+        self.meter = meter_provider.get_meter(METER_NAME, _VERSION)
+        self._by_name: dict[str, Any] = {}
+        for key, spec in _catalogue():
+            instrument = _create(self.meter, spec)
+            setattr(self, key.lower(), instrument)
+            self._by_name[spec.name] = instrument
+
+    def __getitem__(self, spec: MetricSpec | str) -> Any:
+        """The instrument of a catalogue entry or OTel metric name."""
+        return self._by_name[spec.name if isinstance(spec, MetricSpec) else spec]
+
+    # typed shortcuts for the hot path (set in __init__; declared for readers and linters)
+    operation_duration: Any
+    time_to_first_chunk: Any
+    time_per_output_chunk: Any
+    token_usage: Any
+    requests_in_flight: Any
+    sessions_in_flight: Any
+    tool_calls_in_flight: Any
+    session_duration: Any
+    tool_call_duration: Any
+    requests: Any
+    attempts: Any
+    retries: Any
+    attempt_duration: Any
+    retry_backoff: Any
+    retry_after: Any
+    instrumentation_errors: Any
+
+
+def set_default_meter_provider(meter_provider: MeterProvider | None) -> None:
+    """Make ``meter_provider`` what :func:`get_instruments` uses when given none.
+
+    ``None`` falls back to the global provider (``opentelemetry.metrics``).
+    """
+    global _default_provider
+    _default_provider = meter_provider
+
+
+def get_instruments(meter_provider: MeterProvider | None = None) -> Instruments:
+    """The instruments of ``meter_provider``, created on the first call and reused after.
+
+    Args:
+        meter_provider: explicit provider; else the one set by :func:`redline.instrument` /
+            :func:`redline.configure_telemetry`, else the global OpenTelemetry provider.
+
+    Returns:
+        The same :class:`Instruments` for the same provider, every time.
+    """
+    provider = meter_provider or _default_provider or metrics.get_meter_provider()
+    key = id(provider)
+    found = _by_provider.get(key)
+    if found is not None and found[0] is provider:
+        return found[1]
+    with _lock:
+        found = _by_provider.get(key)
+        if found is None or found[0] is not provider:
+            found = (provider, Instruments(provider))
+            _by_provider[key] = found
+        return found[1]

@@ -1,0 +1,235 @@
+"""One call to get redline's metrics to the Collector: :func:`configure_telemetry`.
+
+It builds an OpenTelemetry SDK ``MeterProvider`` from the standard ``OTEL_*`` environment
+(endpoint, protocol, service name, resource attributes, export interval), with redline's
+defaults where the environment says nothing: OTLP/gRPC to the local Collector on
+``127.0.0.1:4317``, an export every 5 s, cumulative temporality, a random
+``service.instance.id`` so that several processes never overwrite each other's series, and
+base-2 exponential histograms for every latency metric so Prometheus stores native
+histograms.
+
+Example:
+    >>> import redline
+    >>> provider = redline.configure_telemetry(service_name="checkout-agent")
+    >>> redline.instrument()
+    >>> ...  # the app runs
+    >>> redline.shutdown_telemetry()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+
+from opentelemetry import metrics
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_METRIC_EXPORT_INTERVAL,
+)
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+
+from redline.instruments import set_default_meter_provider
+from redline.semconv import LATENCY_MAX_SCALE, LATENCY_MAX_SIZE, METRICS
+
+__all__ = [
+    "configure_telemetry",
+    "shutdown_telemetry",
+    "force_flush",
+    "latency_views",
+    "DEFAULT_GRPC_ENDPOINT",
+    "DEFAULT_HTTP_ENDPOINT",
+    "DEFAULT_EXPORT_INTERVAL_MS",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_GRPC_ENDPOINT = "http://127.0.0.1:4317"
+DEFAULT_HTTP_ENDPOINT = "http://127.0.0.1:4318"
+DEFAULT_EXPORT_INTERVAL_MS = 5000
+
+_lock = threading.Lock()
+_provider: MeterProvider | None = None  # what configure_telemetry returned
+_owned = False  # True when redline built it (and so shuts it down)
+
+_CUMULATIVE = {
+    kind: AggregationTemporality.CUMULATIVE
+    for kind in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter,
+                 ObservableGauge)
+}
+
+
+def latency_views() -> list[View]:
+    """Views giving every ``exponential`` histogram of the catalogue a base-2 exponential
+    aggregation (``LATENCY_MAX_SIZE`` buckets, ``LATENCY_MAX_SCALE``).
+
+    Use them when you build your own ``MeterProvider``:
+    ``MeterProvider(metric_readers=[...], views=redline.telemetry.latency_views())``.
+    """
+    return [
+        View(instrument_name=spec.name,
+             aggregation=ExponentialBucketHistogramAggregation(
+                 max_size=LATENCY_MAX_SIZE, max_scale=LATENCY_MAX_SCALE))
+        for spec in METRICS.all() if spec.exponential
+    ]
+
+
+def _global_sdk_provider() -> MeterProvider | None:
+    """The global provider when someone (e.g. ``opentelemetry-instrument``) already set one."""
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    provider = metrics.get_meter_provider()
+    if isinstance(provider, (_ProxyMeterProvider, metrics.NoOpMeterProvider)):
+        return None
+    return provider
+
+
+def _protocol() -> str:
+    proto = (os.environ.get(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL)
+             or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL) or "grpc")
+    return proto.strip().lower()
+
+
+def _exporter(endpoint: str | None):
+    """The OTLP metric exporter for the configured protocol (gRPC unless told otherwise)."""
+    from_env = (os.environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
+                or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT))
+    protocol = _protocol()
+    if protocol.startswith("http"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        if endpoint is None and not from_env:
+            endpoint = DEFAULT_HTTP_ENDPOINT
+        if endpoint is not None and not endpoint.rstrip("/").endswith("/v1/metrics"):
+            endpoint = endpoint.rstrip("/") + "/v1/metrics"
+        return OTLPMetricExporter(endpoint=endpoint, preferred_temporality=_CUMULATIVE)
+    if protocol != "grpc":
+        raise ValueError(
+            f"OTLP protocol {protocol!r} (from OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL) is not "
+            "supported; use 'grpc' or 'http/protobuf'")
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    if endpoint is None and not from_env:
+        endpoint = DEFAULT_GRPC_ENDPOINT
+    return OTLPMetricExporter(endpoint=endpoint, preferred_temporality=_CUMULATIVE)
+
+
+def _interval_ms(explicit: int | None) -> int:
+    if explicit is not None:
+        return int(explicit)
+    raw = os.environ.get(OTEL_METRIC_EXPORT_INTERVAL)
+    if raw:
+        try:
+            return int(float(raw))
+        except ValueError:
+            _log.warning("OTEL_METRIC_EXPORT_INTERVAL=%r is not a number of milliseconds; "
+                         "using %d", raw, DEFAULT_EXPORT_INTERVAL_MS)
+    return DEFAULT_EXPORT_INTERVAL_MS
+
+
+def _resource(service_name: str | None) -> Resource:
+    attrs = {SERVICE_NAME: service_name} if service_name else {}
+    resource = Resource.create(attrs)
+    if not resource.attributes.get(SERVICE_INSTANCE_ID):
+        resource = resource.merge(Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4())}))
+    return resource
+
+
+def configure_telemetry(
+    *,
+    service_name: str | None = None,
+    endpoint: str | None = None,
+    export_interval_ms: int | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> MeterProvider:
+    """Set up metric export to an OTLP receiver (by default the local Collector).
+
+    Idempotent: a second call returns the provider of the first. When a global SDK
+    ``MeterProvider`` already exists (``opentelemetry-instrument`` sets one) it is used as is.
+
+    Args:
+        service_name: ``service.name``; else ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``.
+        endpoint: OTLP endpoint; else ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` /
+            ``OTEL_EXPORTER_OTLP_ENDPOINT``; else ``http://127.0.0.1:4317`` (gRPC) or
+            ``http://127.0.0.1:4318`` (``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``).
+        export_interval_ms: export period; else ``OTEL_METRIC_EXPORT_INTERVAL``; else 5000.
+        meter_provider: use this provider instead of building one (it is not shut down by
+            :func:`shutdown_telemetry`).
+
+    Returns:
+        The ``MeterProvider`` redline records into.
+
+    Raises:
+        ValueError: the OTLP protocol in the environment is neither ``grpc`` nor ``http/*``.
+    """
+    global _provider, _owned
+    with _lock:
+        if _provider is not None:
+            return _provider
+        provider, owned = meter_provider, False
+        if provider is None:
+            provider = _global_sdk_provider()
+        if provider is None:
+            reader = PeriodicExportingMetricReader(
+                _exporter(endpoint), export_interval_millis=_interval_ms(export_interval_ms))
+            provider = SDKMeterProvider(metric_readers=[reader], resource=_resource(service_name),
+                                        views=latency_views())
+            metrics.set_meter_provider(provider)
+            owned = True
+        _provider, _owned = provider, owned
+        set_default_meter_provider(provider)
+        return provider
+
+
+def force_flush(timeout_millis: int = 10_000) -> bool:
+    """Export what has been recorded now, without waiting for the next period.
+
+    Returns:
+        ``True`` when the flush completed (or there was nothing to flush).
+    """
+    provider = _provider or _global_sdk_provider()
+    flush = getattr(provider, "force_flush", None)
+    if flush is None:
+        return True
+    try:
+        return bool(flush(timeout_millis=timeout_millis))
+    except Exception:  # an exporter failure must not break the app at exit
+        _log.warning("redline: flushing metrics failed", exc_info=True)
+        return False
+
+
+def shutdown_telemetry() -> None:
+    """Flush and stop what :func:`configure_telemetry` built; a no-op otherwise.
+
+    After it, :func:`configure_telemetry` may be called again (it then reuses the global
+    provider, which OpenTelemetry does not let anyone replace).
+    """
+    global _provider, _owned
+    with _lock:
+        provider, owned = _provider, _owned
+        _provider, _owned = None, False
+    if provider is None:
+        return
+    try:
+        if owned:
+            provider.shutdown()
+        else:
+            force_flush()
+    except Exception:
+        _log.warning("redline: shutting down metrics failed", exc_info=True)
