@@ -30,7 +30,10 @@ from redline_operator.dashboards import queries as q
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 CONFIG = ROOT / "redline.yaml"
-KNOWN_METRICS = {m.prom for m in METRICS.all()} | q.EXTERNAL_METRICS
+# a histogram exported with explicit buckets lands as classic _bucket/_count/_sum series
+CLASSIC = {f"{m.prom}_{part}" for m in METRICS.all() if m.exponential
+           for part in ("bucket", "count", "sum")}
+KNOWN_METRICS = {m.prom for m in METRICS.all()} | q.EXTERNAL_METRICS | CLASSIC
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                 "unless", "bool", "offset", "inf", "nan"}
 
@@ -142,10 +145,22 @@ def test_queries_read_only_catalogued_metrics(models):
             assert not unknown, f"{expr!r} reads {unknown}, not in redline.semconv"
 
 
-def test_latency_queries_use_native_histograms(models):
+def test_latency_queries_prefer_native_and_fall_back_to_classic(models):
+    seen = 0
     for model in models.values():
         for title, t in all_queries(model):
-            assert "_bucket" not in t["expr"] and "le=" not in t["expr"], title
+            expr = t["expr"]
+            for m in (m for m in METRICS.all() if m.exponential):
+                if f"{m.prom}_bucket" in expr:
+                    seen += 1
+                    # the native form first, the classic one only after an `or`
+                    native = expr.index(f"rate({m.prom}{{")
+                    classic = expr.index(f"rate({m.prom}_bucket{{")
+                    assert native < expr.index("or", native) < classic, title
+                    assert "by (le)" in expr or ", le)" in expr, title
+                elif "histogram_quantile" in expr and m.prom in expr:
+                    raise AssertionError(f"{title}: quantile without a classic fallback")
+    assert seen >= 4
 
 
 def test_ids_unique_and_variables_present(models):

@@ -143,3 +143,26 @@ def test_app_http_traffic_outside_an_sdk_call_is_not_counted(sim):
         httpx.get(f"{sim.url}/v1/models")
         assert cap.sum(METRICS.ATTEMPTS.name) == 0
         assert cap.sum(METRICS.REQUESTS.name) == 1
+
+
+@pytest.mark.parametrize("missing", ["anthropic", "openai"])
+def test_an_app_with_one_sdk_gets_no_error_about_the_other(missing):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import logging, sys
+        sys.modules[{missing!r}] = None  # as if it were not installed
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        import redline
+        from opentelemetry.sdk.metrics import MeterProvider
+        redline.instrument(meter_provider=MeterProvider())
+        from redline.instrumentors.{'anthropic' if missing == 'openai' else 'openai'} import *
+        redline.uninstrument()
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ERROR" not in done.stderr and "DependencyConflict" not in done.stderr, done.stderr
+    assert missing not in done.stderr.replace("GPU", ""), done.stderr

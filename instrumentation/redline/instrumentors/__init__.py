@@ -58,12 +58,15 @@ class RedlineInstrumentor(BaseInstrumentor):
         return ()  # each SDK instrumentor checks its own
 
     def _instrument(self, **kwargs: Any) -> None:
+        from redline import instruments
         from redline._api.instrument import start_gpu
         from redline.instruments import set_default_meter_provider
+        from redline.telemetry import warn_if_explicit_buckets
 
         meter_provider = kwargs.get("meter_provider")
         if meter_provider is not None:
             set_default_meter_provider(meter_provider)
+        warn_if_explicit_buckets(meter_provider or instruments._default_provider)
         for inst in _sdk_instrumentors():
             try:
                 inst.instrument(**kwargs)

@@ -104,7 +104,9 @@ def concurrency_raw(target: Target) -> str:
 
 
 def _p95(metric: str, target: Target) -> str:
-    return f"histogram_quantile(0.95, sum(rate({metric}{target_selector(target)}[1m])))"
+    """p95 over 1m from the native histogram, or the classic ``_bucket`` series when the
+    process exported explicit buckets (see :func:`redline_operator.promql.histogram_quantile`)."""
+    return promql.histogram_quantile(0.95, metric, target_selector(target)[1:-1], "1m")
 
 
 def ttft_p95_raw(target: Target) -> str:

@@ -7,9 +7,10 @@ simulated vLLM server, NVIDIA's DCGM exporter and Prometheus' ``ALERTS``) are de
 once in :data:`EXTERNAL_METRICS`.
 
 Queries read raw series, not recording rules, so a dashboard works whether or not the
-generated rules are loaded. Latency histograms are native histograms: quantiles come
-from ``histogram_quantile`` over ``rate()`` of the histogram itself, counts from
-``histogram_count``.
+generated rules are loaded. Latency histograms work native or classic: quantiles come
+from ``histogram_quantile`` over the native histogram ``or`` over the classic ``_bucket``
+series (a process that exported explicit buckets), counts and sums likewise
+(:func:`redline_operator.promql.histogram_quantile`, `histogram_rate`).
 
 Grafana variables used: ``$job`` (OTel ``service.name``), ``$model``
 (``gen_ai.request.model``), ``$target`` (a target name of ``redline.yaml``) and
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from redline.config import Target
 from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
+from redline_operator import promql
 from redline_operator.promql import target_matchers
 
 __all__ = [
@@ -102,8 +104,7 @@ def per_target(targets: Sequence[Target], build: Callable[[Target], str]) -> str
 
 
 def _quantile(q: float, spec: MetricSpec, sel: str, by: str = "") -> str:
-    group = f" by ({by})" if by else ""
-    return f"histogram_quantile({q}, sum{group}(rate({spec.prom}{{{sel}}}[{RATE}])))"
+    return "(" + promql.histogram_quantile(q, spec.prom, sel, RATE, by) + ")"
 
 
 def _in_flight(sel: str) -> str:
@@ -195,7 +196,7 @@ def littles_law() -> list[Query]:
     return [
         Query(f"sum(avg_over_time({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}}[{RATE}]))",
               "measured in-flight (L)"),
-        Query(f"sum(histogram_sum(rate({METRICS.OPERATION_DURATION.prom}{{{sel}}}[{RATE}])))",
+        Query(promql.histogram_rate(METRICS.OPERATION_DURATION.prom, sel, RATE, "sum"),
               "throughput x latency (lambda W)"),
     ]
 
