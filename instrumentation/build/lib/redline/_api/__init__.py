@@ -1,1 +1,0 @@
-"""The implementation behind redline's public API (re-exported by :mod:`redline`)."""
