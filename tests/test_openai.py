@@ -56,7 +56,7 @@ def test_chat_non_streaming_records_call_tokens_and_server(cap, client, sim):
     attrs = dict(ok[0].attributes)
     assert attrs == {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                      "gen_ai.request.model": "sim-model", "server.address": "127.0.0.1",
-                     "server.port": sim.port}
+                     "server.port": sim.port, "gen_ai.response.model": "sim-model"}
     assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 5
     assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="input") == 4
     assert cap.count(METRICS.OPERATION_DURATION.name, redline_streaming=False) == 1
@@ -211,7 +211,7 @@ async def test_cancelled_task_leaves_no_in_flight(cap, sim):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert cap.sum(METRICS.REQUESTS.name, error_type="CancelledError") == 1
+    assert cap.sum(METRICS.REQUESTS.name, error_type="cancelled") == 1
     assert cap.sum(METRICS.ATTEMPTS.name, redline_attempt_cause="cancelled") == 1
     assert _in_flight(cap) == 0
 

@@ -73,6 +73,7 @@ class ModelCall(Lifecycle):
         self._ending = False
         self._error: str | None = None
         self._tokens: dict[str, int] = {}
+        self._response_model: str | None = None
         self.attempt_count = 0
         self.last_cause: str | None = None
         self.last_attempt_end: float | None = None
@@ -158,6 +159,17 @@ class ModelCall(Lifecycle):
         if output_tokens is not None:
             self._tokens["output"] = int(output_tokens)
 
+    @property
+    def wants_response_model(self) -> bool:
+        """Whether :meth:`response_model` still has something to learn (a cheap check for
+        per-chunk callers)."""
+        return self._response_model is None
+
+    def response_model(self, model: Any) -> None:
+        """``gen_ai.response.model`` as the response names it (folded like request models)."""
+        if model and self._response_model is None:
+            self._response_model = fold_model(str(model))
+
     def error(self, error: BaseException | str) -> None:
         """Mark the call failed (``error.type`` = the exception's class name, or the string)."""
         from redline._api.lifecycle import error_type
@@ -198,13 +210,17 @@ class ModelCall(Lifecycle):
         inst.requests_in_flight.add(-1, attrs)
         end = at if at is not None else time.perf_counter()
         done = dict(attrs)
+        if self._response_model is not None:
+            done[Attr.RESPONSE_MODEL] = self._response_model
         if error:
             done[Attr.ERROR_TYPE] = error
         inst.requests.add(1, done)
         inst.operation_duration.record(max(end - self._t0, 0.0),
                                        {**done, Attr.STREAMING: self.streaming})
+        usage_attrs = attrs if self._response_model is None else {
+            **attrs, Attr.RESPONSE_MODEL: self._response_model}
         for kind, n in self._tokens.items():
-            inst.token_usage.record(n, {**attrs, Attr.TOKEN_TYPE: kind})
+            inst.token_usage.record(n, {**usage_attrs, Attr.TOKEN_TYPE: kind})
 
     # --- context: attempts made inside the block belong to this call ----------------------
     def activate(self) -> contextvars.Token:

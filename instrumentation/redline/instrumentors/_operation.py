@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redline._api.guard import report
-from redline._api.model_call import ModelCall
+from redline._api.model_call import ModelCall, current_model_call
 from redline.instrumentors import _limits
 from redline.instrumentors._limits import Slot
 
@@ -62,6 +62,13 @@ def sdk_call(spec: dict, instance: Any) -> ModelCall:
     return call
 
 
+def _nested() -> bool:
+    """An SDK call already runs in this context: a surface that calls another instrumented
+    one (a 1.x ``beta...parse`` calling ``create``) is one model call, not two."""
+    call = current_model_call()
+    return call is not None and call.sdk_attempts
+
+
 def _call_for(describe: Describe, instance: Any, args: tuple, kwargs: dict) -> ModelCall | None:
     try:
         spec = describe(instance, args, kwargs)
@@ -75,7 +82,7 @@ def sync_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
     """The wrapper of a synchronous SDK method that makes one model call."""
 
     def traced(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = _call_for(describe, instance, args, kwargs)
+        call = None if _nested() else _call_for(describe, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
         slot = _limits.acquire_sync(call.route)
@@ -101,7 +108,7 @@ def async_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
     """Async twin of :func:`sync_operation`."""
 
     async def traced(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = _call_for(describe, instance, args, kwargs)
+        call = None if _nested() else _call_for(describe, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         slot = await _limits.acquire_async(call.route)

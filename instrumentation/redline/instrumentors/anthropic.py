@@ -53,20 +53,43 @@ def _describe(instance: Any, args: tuple, kwargs: dict, *, streaming: bool | Non
                 streaming=(kwargs.get("stream") is True) if streaming is None else streaming)
 
 
+def _input_tokens(usage: Any) -> int | None:
+    """Every prompt token the model took in, cached or not: ``input_tokens`` plus
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (anthropic reports them
+    apart; openai's ``prompt_tokens`` already includes its cached tokens)."""
+    parts = [getattr(usage, name, None) for name in
+             ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+    if parts[0] is None:
+        return None
+    return sum(int(p) for p in parts if isinstance(p, int))
+
+
+def _record_usage(call: ModelCall, usage: Any) -> None:
+    if usage is not None:
+        call.usage(input_tokens=_input_tokens(usage),
+                   output_tokens=getattr(usage, "output_tokens", None))
+
+
+def _block_start_is_output(event: Any) -> bool:
+    """A ``content_block_start`` of a tool call carries generated output (the tool's name)."""
+    block = getattr(event, "content_block", None)
+    kind = getattr(block, "type", "") or ""
+    return kind.endswith("tool_use") or bool(getattr(block, "text", None))
+
+
 def on_event(call: ModelCall, event: Any) -> None:
-    """A raw Messages stream event: content deltas are chunks; start and delta carry usage."""
+    """A raw Messages stream event: every ``content_block_delta`` (text, thinking, tool
+    input) and a tool call's ``content_block_start`` are generated output; start and delta
+    carry usage."""
     kind = getattr(event, "type", None)
-    call.chunk(content=kind == "content_block_delta")
+    call.chunk(content=kind == "content_block_delta"
+               or (kind == "content_block_start" and _block_start_is_output(event)))
     if kind == "message_start":
-        usage = getattr(getattr(event, "message", None), "usage", None)
-        if usage is not None:
-            call.usage(input_tokens=getattr(usage, "input_tokens", None),
-                       output_tokens=getattr(usage, "output_tokens", None))
+        message = getattr(event, "message", None)
+        call.response_model(getattr(message, "model", None))
+        _record_usage(call, getattr(message, "usage", None))
     elif kind == "message_delta":
-        usage = getattr(event, "usage", None)
-        if usage is not None:
-            call.usage(input_tokens=getattr(usage, "input_tokens", None),
-                       output_tokens=getattr(usage, "output_tokens", None))
+        _record_usage(call, getattr(event, "usage", None))
 
 
 def _raw_response_types() -> tuple[type, ...]:
@@ -86,10 +109,8 @@ def _finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
         return SyncStream(result, op, on_event), True
     if isinstance(result, anthropic.AsyncStream):
         return AsyncStream(result, op, on_event), True
-    usage = getattr(result, "usage", None)
-    if usage is not None:
-        op.call.usage(input_tokens=getattr(usage, "input_tokens", None),
-                      output_tokens=getattr(usage, "output_tokens", None))
+    _record_usage(op.call, getattr(result, "usage", None))
+    op.call.response_model(getattr(result, "model", None))
     return result, False
 
 

@@ -38,21 +38,44 @@ SUPPORTED = "openai >= 1.26, < 4"
 PROVIDER = "openai"
 _log = logging.getLogger("redline")
 
-# (where the resource class has lived across releases, gen_ai.operation.name, chunk handler key)
+_CHAT = "openai.resources.chat.completions"
+_BETA_CHAT = "openai.resources.beta.chat.completions"  # parse() lived here in 1.x
+_RESP = "openai.resources.responses"
+# (where the resource class has lived across releases, method, gen_ai.operation.name,
+#  chunk handler); a surface a release lacks is skipped (feature detection)
 _SURFACES = (
-    (("openai.resources.chat.completions:Completions",), "chat", "chat"),
-    (("openai.resources.chat.completions:AsyncCompletions",), "chat", "chat"),
-    (("openai.resources.responses:Responses",), "chat", "responses"),  # openai >= 1.66
-    (("openai.resources.responses:AsyncResponses",), "chat", "responses"),
-    (("openai.resources.embeddings:Embeddings",), "embeddings", "chat"),
-    (("openai.resources.embeddings:AsyncEmbeddings",), "embeddings", "chat"),
+    ((f"{_CHAT}:Completions",), "create", "chat", "chat"),
+    ((f"{_CHAT}:AsyncCompletions",), "create", "chat", "chat"),
+    ((f"{_CHAT}:Completions",), "parse", "chat", "chat"),  # structured outputs
+    ((f"{_CHAT}:AsyncCompletions",), "parse", "chat", "chat"),
+    ((f"{_BETA_CHAT}:Completions",), "parse", "chat", "chat"),
+    ((f"{_BETA_CHAT}:AsyncCompletions",), "parse", "chat", "chat"),
+    (("openai.resources.completions:Completions",), "create", "text_completion", "completion"),
+    (("openai.resources.completions:AsyncCompletions",), "create", "text_completion",
+     "completion"),
+    ((f"{_RESP}:Responses",), "create", "chat", "responses"),  # openai >= 1.66
+    ((f"{_RESP}:AsyncResponses",), "create", "chat", "responses"),
+    ((f"{_RESP}:Responses",), "parse", "chat", "responses"),
+    ((f"{_RESP}:AsyncResponses",), "parse", "chat", "responses"),
+    ((f"{_RESP}:Responses",), "retrieve", "chat", "responses"),  # only with stream=True
+    ((f"{_RESP}:AsyncResponses",), "retrieve", "chat", "responses"),
+    (("openai.resources.embeddings:Embeddings",), "create", "embeddings", "chat"),
+    (("openai.resources.embeddings:AsyncEmbeddings",), "create", "embeddings", "chat"),
 )
+# The chat.completions.stream() / responses.stream() helpers close the HTTP response
+# themselves, around redline's stream proxy: their close() must end the call too.
+_HELPER_STREAMS = ("openai.lib.streaming.chat:ChatCompletionStream",
+                   "openai.lib.streaming.chat:AsyncChatCompletionStream",
+                   "openai.lib.streaming.responses:ResponseStream",
+                   "openai.lib.streaming.responses:AsyncResponseStream")
 BUDGET_NOTE = ("the retry budget can stop HTTP-status retries (429, 5xx) on every supported "
                "openai version, and timeout/connection-error retries on openai >= 3.0")
 
 
-def _describe(operation: str):
-    def describe(instance: Any, args: tuple, kwargs: dict) -> dict:
+def _describe(operation: str, method: str = "create"):
+    def describe(instance: Any, args: tuple, kwargs: dict) -> dict | None:
+        if method == "retrieve" and kwargs.get("stream") is not True:
+            return None  # fetching a stored response is not a model call; resuming its stream is
         address, port = server_of(instance)
         return dict(provider=PROVIDER, model=kwargs.get("model"), server_address=address,
                     server_port=port, operation=operation,
@@ -74,25 +97,64 @@ def _usage(call: ModelCall, usage: Any) -> None:
     call.usage(input_tokens=inp, output_tokens=out)
 
 
+# What counts as generated output for the TTFT (one rule for every API; see the metric
+# table): text, a tool or legacy function call, reasoning (``reasoning_content`` from vLLM /
+# DeepSeek-style servers, ``reasoning`` from others), or a refusal.
+_DELTA_OUTPUT = ("content", "tool_calls", "function_call", "refusal", "reasoning_content",
+                 "reasoning")
+
+
+def _has_output(delta: Any) -> bool:
+    if delta is None:
+        return False
+    for name in _DELTA_OUTPUT:  # noqa: SIM110 - a plain loop is the cheaper per chunk
+        if getattr(delta, name, None):
+            return True
+    return False
+
+
 def on_chat_chunk(call: ModelCall, chunk: Any) -> None:
-    """A ``ChatCompletionChunk``: content (text, tool call, refusal) or usage-only."""
+    """A ``ChatCompletionChunk``: generated output (see ``_DELTA_OUTPUT``) or usage-only."""
     content = False
     for choice in chunk.choices or ():
         delta = choice.delta
-        if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
+        if delta is not None and (delta.content or _has_output(delta)):  # text: the fast path
             content = True
             break
     call.chunk(content=content)
+    if call.wants_response_model:
+        call.response_model(getattr(chunk, "model", None))
     if chunk.usage is not None:
         _usage(call, chunk.usage)
 
 
+def on_completion_chunk(call: ModelCall, chunk: Any) -> None:
+    """A legacy ``Completion`` chunk (``completions.create(stream=True)``): ``choices[].text``."""
+    call.chunk(content=any(getattr(c, "text", None) for c in chunk.choices or ()))
+    if call.wants_response_model:
+        call.response_model(getattr(chunk, "model", None))
+    if getattr(chunk, "usage", None) is not None:
+        _usage(call, chunk.usage)
+
+
+# Responses stream events that end the response badly (the SDK does not raise for them)
+_FAILED_EVENTS = {"response.failed": "response_failed", "error": "stream_error"}
+
+
 def on_response_event(call: ModelCall, event: Any) -> None:
-    """A Responses API stream event: ``*.delta`` events are content; the final one has usage."""
+    """A Responses API stream event: every ``*.delta`` event is generated output (text,
+    reasoning, function-call arguments, refusal, audio); the final one has usage; a
+    ``response.failed`` or ``error`` event makes the call an error."""
     kind = getattr(event, "type", "") or ""
     call.chunk(content=kind.endswith(".delta"))
+    failed = _FAILED_EVENTS.get(kind)
+    if failed is not None:
+        call.error(failed)
+    response = getattr(event, "response", None)
+    if response is not None and call.wants_response_model:
+        call.response_model(getattr(response, "model", None))
     if kind in ("response.completed", "response.incomplete", "response.failed"):
-        _usage(call, getattr(getattr(event, "response", None), "usage", None))
+        _usage(call, getattr(response, "usage", None))
 
 
 def _finisher(on_chunk):
@@ -110,25 +172,52 @@ def _finisher(on_chunk):
         if isinstance(result, openai.AsyncStream):
             return AsyncStream(result, op, on_chunk), True
         _usage(op.call, getattr(result, "usage", None))
+        op.call.response_model(getattr(result, "model", None))
+        if getattr(result, "status", None) == "failed":  # a Responses object that failed
+            op.call.error("response_failed")
         return result, False
 
     return finish
 
 
-_ON_CHUNK = {"chat": on_chat_chunk, "responses": on_response_event}
+_ON_CHUNK = {"chat": on_chat_chunk, "responses": on_response_event,
+             "completion": on_completion_chunk}
+
+
+def _helper_close(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        raw = getattr(instance, "_raw_stream", None)
+        if isinstance(raw, SyncStream | AsyncStream):
+            raw._self_end(None, abandoned=True)
+
+
+async def _ahelper_close(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        raw = getattr(instance, "_raw_stream", None)
+        if isinstance(raw, SyncStream | AsyncStream):
+            await raw._self_aend(None, abandoned=True)
 
 
 def _targets() -> tuple[list[Target], list[str]]:
     """What to wrap in the installed openai, and what this version lacks (for the log)."""
     targets, missing = [], []
-    for paths, operation, kind in _SURFACES:
+    for paths, method, operation, kind in _SURFACES:
         cls = find_class(*paths)
-        if cls is None:
-            missing.append(paths[0].rpartition(":")[2])
+        if cls is None or not callable(getattr(cls, method, None)):
+            missing.append(f"{paths[0].rpartition(':')[2]}.{method}")
             continue
         factory = async_operation if cls.__name__.startswith("Async") else sync_operation
-        targets.append(Target(cls, "create",
-                              factory(_describe(operation), _finisher(_ON_CHUNK[kind]))))
+        targets.append(Target(cls, method, factory(_describe(operation, method),
+                                                   _finisher(_ON_CHUNK[kind]))))
+    for path in _HELPER_STREAMS:
+        cls = find_class(path)
+        if cls is not None and callable(getattr(cls, "close", None)):
+            wrapper = _ahelper_close if cls.__name__.startswith("Async") else _helper_close
+            targets.append(Target(cls, "close", wrapper))
     # the retry budget's veto: openai 3.x asks _RequestBodyReplay.rewind before every retry;
     # earlier loops ask BaseClient._should_retry before HTTP-status retries only
     replay = find_class("openai._base_client:_RequestBodyReplay")

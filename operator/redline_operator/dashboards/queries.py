@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redline.config import Target
-from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
+from redline.semconv import CANCELLED, METRICS, Attr, External, MetricSpec, prom_label
 from redline_operator import promql
 from redline_operator.promql import target_matchers
 
@@ -154,20 +154,27 @@ def latency_p95_by_model(spec: MetricSpec = METRICS.OPERATION_DURATION) -> Query
 # --- throughput, errors, retries ------------------------------------------------------
 
 def throughput_by_outcome() -> list[Query]:
-    """Finished model calls per second, split into ok and failed."""
+    """Finished model calls per second: ok, failed (by error type), and cancelled by the
+    caller beside them (``error.type="cancelled"``, not a failure)."""
     spec, sel = METRICS.REQUESTS, model_selector()
+    failed = f'{ERROR_LABEL}!="",{ERROR_LABEL}!="{CANCELLED}"'
     return [
         Query(f'sum(rate({spec.prom}{{{sel},{ERROR_LABEL}=""}}[{RATE}]))', "ok"),
-        Query(f'sum by ({ERROR_LABEL}) (rate({spec.prom}{{{sel},{ERROR_LABEL}!=""}}[{RATE}]))',
+        Query(f"sum by ({ERROR_LABEL}) (rate({spec.prom}{{{sel},{failed}}}[{RATE}]))",
               f"error {{{{{ERROR_LABEL}}}}}"),
+        Query(f'sum(rate({spec.prom}{{{sel},{ERROR_LABEL}="{CANCELLED}"}}[{RATE}]))',
+              "cancelled"),
     ]
 
 
 def error_ratio() -> Query:
-    """Share of finished model calls that failed."""
+    """Share of finished model calls that failed; calls the caller cancelled count on
+    neither side (the SLO's definition, as in the burn-rate rules)."""
     spec, sel = METRICS.REQUESTS, model_selector()
-    return Query(f'(sum(rate({spec.prom}{{{sel},{ERROR_LABEL}!=""}}[{RATE}])) or vector(0)) / '
-                 f"sum(rate({spec.prom}{{{sel}}}[{RATE}]))", "error ratio")
+    failed = f'{ERROR_LABEL}!="",{ERROR_LABEL}!="{CANCELLED}"'
+    return Query(f"(sum(rate({spec.prom}{{{sel},{failed}}}[{RATE}])) or vector(0)) / "
+                 f'sum(rate({spec.prom}{{{sel},{ERROR_LABEL}!="{CANCELLED}"}}[{RATE}]))',
+                 "error ratio")
 
 
 def retries_by_cause() -> Query:
