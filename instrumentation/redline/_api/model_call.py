@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import time
 from typing import Any
 
@@ -29,6 +30,24 @@ __all__ = ["ModelCall", "model_call", "current_model_call"]
 
 _current: contextvars.ContextVar[ModelCall | None] = contextvars.ContextVar(
     "redline_model_call", default=None)
+
+
+# Calls started and not ended in this process, so a forked child can take its parent's
+# open calls out of its in-flight count (gunicorn/uvicorn workers, multiprocessing).
+_open: dict[int, ModelCall] = {}
+
+
+def _reset_after_fork() -> None:
+    calls = list(_open.values())
+    _open.clear()
+    _current.set(None)
+    for call in calls:
+        with contextlib.suppress(Exception):  # never break a fork
+            call._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def current_model_call() -> ModelCall | None:
@@ -121,6 +140,13 @@ class ModelCall(Lifecycle):
         self._inst = get_instruments(self._args["meter_provider"])
         self._t0 = time.perf_counter()
         self._inst.requests_in_flight.add(1, self.attrs)
+        _open[id(self)] = self
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: this call is the parent's; take it out of the child's count
+        and never record its end here."""
+        if self._inst is not None and self._end_once.acquire(blocking=False):
+            self._inst.requests_in_flight.add(-1, self.attrs)
 
     # --- what happened during the call ----------------------------------------------
     def first_chunk(self) -> None:
@@ -198,6 +224,7 @@ class ModelCall(Lifecycle):
 
     # --- the end ------------------------------------------------------------------------
     def _on_end(self, error: str | None, at: float | None) -> None:
+        _open.pop(id(self), None)
         inst = self._inst
         if inst is None:
             return

@@ -1,4 +1,4 @@
-"""Instrumentation of the ``anthropic`` SDK (0.28 - 2.x): ``messages.create``, ``.stream``.
+"""Instrumentation of the ``anthropic`` SDK (0.28 - 2.x): ``messages`` and ``beta.messages``.
 
 ``messages.create(stream=True)`` returns a raw event stream, proxied like openai's.
 ``messages.stream(...)`` returns a context manager; the model call starts when it is entered
@@ -207,15 +207,30 @@ def _stream_wrapper(manager_cls: type):
     return traced
 
 
+_BETA = "anthropic.resources.beta.messages"
+
+
 def _targets() -> list[Target]:
     messages = find_class(f"{_MESSAGES}:Messages")
     amessages = find_class(f"{_MESSAGES}:AsyncMessages")
     if messages is None or amessages is None:
         return []
-    targets = [Target(messages, "create", sync_operation(_describe, _finish)),
-               Target(amessages, "create", async_operation(_describe, _finish)),
-               Target(messages, "stream", _stream_wrapper(_StreamManager)),
-               Target(amessages, "stream", _stream_wrapper(_AsyncStreamManager))]
+    targets = []
+    # messages.* and beta.messages.* (where the release has them): create, parse, stream
+    for sync_cls, async_cls in ((messages, amessages),
+                                (find_class(f"{_BETA}:Messages"),
+                                 find_class(f"{_BETA}:AsyncMessages"))):
+        if sync_cls is None or async_cls is None:
+            continue
+        for method in ("create", "parse"):
+            if callable(getattr(sync_cls, method, None)):
+                targets.append(Target(sync_cls, method, sync_operation(_describe, _finish)))
+            if callable(getattr(async_cls, method, None)):
+                targets.append(Target(async_cls, method, async_operation(_describe, _finish)))
+        if callable(getattr(sync_cls, "stream", None)):
+            targets.append(Target(sync_cls, "stream", _stream_wrapper(_StreamManager)))
+        if callable(getattr(async_cls, "stream", None)):
+            targets.append(Target(async_cls, "stream", _stream_wrapper(_AsyncStreamManager)))
     base = find_class("anthropic._base_client:BaseClient")
     if base is not None:
         targets.append(Target(base, "_should_retry", _attempts.veto_bool))

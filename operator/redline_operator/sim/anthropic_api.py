@@ -73,10 +73,13 @@ class MessagesDialect:
 
     @staticmethod
     def _message(ctx: Context, content: list, stop_reason: str | None, output: int) -> dict:
+        # x-sim-cached-tokens: that many prompt tokens are reported as cache reads, apart
+        # from input_tokens (as the real API does)
+        cached = min(ctx.params.get("cached_tokens", 0), ctx.prompt_tokens)
         return {"id": ctx.req_id, "type": "message", "role": "assistant", "model": ctx.model,
                 "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": output,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+                "usage": {"input_tokens": ctx.prompt_tokens - cached, "output_tokens": output,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}}
 
 
 async def messages(request: Request) -> Response:
@@ -101,6 +104,8 @@ async def messages(request: Request) -> Response:
     number = state.engine.next_number()
     ctx = Context(req_id=f"msg_{number:024d}", model=model, prompt_tokens=prompt,
                   max_tokens=max_tokens, text=TokenText(cfg.seed, number))
+    cached = request.headers.get("x-sim-cached-tokens", "0")
+    ctx.params["cached_tokens"] = int(cached) if cached.isdigit() else 0
     return await serve_request(state, MessagesDialect(), ctx, bool(body.get("stream")))
 
 
