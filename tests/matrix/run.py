@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PINS = ROOT / "tests" / "matrix" / "pins.toml"
 CACHE = ROOT / ".cache" / "matrix"
 UV = ROOT / ".cache" / "tools" / "bin" / "uv"
+EXTRAS = "config"  # redline.config (the limiter's Match), used by the routing test
 SHOWN = ("openai", "anthropic", "opentelemetry-sdk", "opentelemetry-instrumentation", "wrapt",
          "httpx")
 
@@ -38,7 +39,7 @@ def _name(requirement: str) -> str:
 
 def _stamp(name: str, spec: dict, base: list[str]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([name, spec["pins"], base]).encode())
+    h.update(json.dumps([name, spec["pins"], base, EXTRAS]).encode())
     h.update((ROOT / "instrumentation" / "pyproject.toml").read_bytes())
     return h.hexdigest()
 
@@ -55,7 +56,7 @@ def _build(name: str, spec: dict, base: list[str]) -> Path:
     pinned = {_name(p) for p in spec["pins"]}
     base = [b for b in base if _name(b) not in pinned]  # an environment's pin wins
     subprocess.run([str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin/python"),
-                    "-e", str(ROOT / "instrumentation"), *base, *spec["pins"]],
+                    "-e", f"{ROOT / 'instrumentation'}[{EXTRAS}]", *base, *spec["pins"]],
                    check=True, env=env)
     stamp.write_text(want)
     return venv
