@@ -14,12 +14,24 @@ import asyncio
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
 from redline_operator.cli.main import CliError
 
-__all__ = ["register"]
+__all__ = ["register", "MAX_LEVEL"]
+
+#: One Python process cannot hold more streams in flight and still measure them: past a
+#: few thousand the client, not the server, is what saturates (and Ctrl-C slows down).
+MAX_LEVEL = 2048
+_MAX_LEVELS = 64
+#: name -> (lowest, highest, whether the lowest is allowed)
+_BOUNDS = {
+    "warmup": (0, 3600, True), "ramp": (0, 3600, True), "min_duration": (0, 86400, True),
+    "max_step_duration": (0, 86400, False), "request_timeout": (0, 3600, False),
+    "p95_explode": (1, 1e6, False),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ep = p.add_argument_group("endpoint")
     ep.add_argument("--base-url", required=True, help="API root, e.g. http://host:8000/v1")
     ep.add_argument("--model", required=True, help="model name to request")
-    ep.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY, else 'unused')")
+    ep.add_argument("--api-key",
+                    help="API key. Prefer the OPENAI_API_KEY environment variable (the "
+                         "default; else 'unused'): a key given here is visible to every "
+                         "user in `ps` for as long as the sweep runs")
     ep.add_argument("--max-retries", type=int, default=2,
                     help="SDK retries per request, as in production (default 2)")
     ep.add_argument("--request-timeout", type=float, default=120.0, metavar="S",
@@ -40,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lv = p.add_argument_group("levels").add_mutually_exclusive_group()
     lv.add_argument("--levels", help="comma-separated concurrency levels, e.g. 1,2,4,8,16")
     lv.add_argument("--max-concurrency", type=int, default=64,
-                    help="levels 1,2,3,4,6,8,12,... up to this (default 64)")
+                    help=f"levels 1,2,3,4,6,8,12,... up to this (default 64, at most "
+                         f"{MAX_LEVEL})")
     wl = p.add_argument_group("request mix (fixed for every level)")
     wl.add_argument("--mix", type=Path, metavar="FILE",
                     help="JSONL, one request per line: prompt or messages, max_tokens, weight")
@@ -49,6 +65,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wl.add_argument("--output-tokens", default="16", metavar="DIST",
                     help="max_tokens: N, LO-HI or A,B,C (default 16)")
     wl.add_argument("--seed", type=int, default=0, help="seed of the request mix")
+    se = p.add_argument_group(
+        "agent sessions (--unit sessions)",
+        "Sweep concurrent agent sessions instead of single calls: each session is several "
+        "turns (model call, tool call, think time), its prompt growing with the "
+        "conversation. The knee is then reported in sessions and in model calls, with the "
+        "Little's-law bridge K / duty cycle. See docs/sweep.md.")
+    se.add_argument("--unit", choices=("calls", "sessions"), default="calls",
+                    help="what a level keeps in flight (default calls)")
+    se.add_argument("--sessions", type=Path, metavar="FILE",
+                    help="session workload YAML (turns, tool, think_s, ...; default 3 turns, "
+                         "0.5 s tool, 1 s think)")
+    se.add_argument("--calls-knee", type=float, metavar="K",
+                    help="model-call knee of a request-level sweep, to predict the session "
+                         "capacity K / duty cycle (default: the knee of this sweep's "
+                         "measured calls in flight)")
     st = p.add_argument_group("step length")
     st.add_argument("--warmup", type=float, default=2.0, metavar="S",
                     help="seconds discarded at the start of each step (default 2)")
@@ -71,22 +102,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="redline.yaml to update (default ./redline.yaml)")
     out.add_argument("--target", help="target name in the config")
     out.add_argument("--write-threshold", action="store_true",
-                     help="write the knee to targets[TARGET].saturation_concurrency")
+                     help="write the knee to targets[TARGET].saturation_concurrency "
+                          "(with --unit sessions: .saturation_sessions)")
     out.add_argument("--no-plot", action="store_true", help="skip sweep.png")
     p.set_defaults(func=run)
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("warmup", "ramp", "min_duration", "max_step_duration", "request_timeout"):
+    for name, (low, high, low_ok) in _BOUNDS.items():
         value = getattr(args, name)
-        if not (value >= 0 and math.isfinite(value)):
-            raise CliError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
-    if args.min_requests < 1:
-        raise CliError(f"--min-requests must be at least 1, got {args.min_requests}")
-    if args.max_retries < 0:
-        raise CliError(f"--max-retries must be >= 0, got {args.max_retries}")
+        ok = math.isfinite(value) and (value >= low if low_ok else value > low) and value <= high
+        if not ok:
+            rel = ">=" if low_ok else ">"
+            raise CliError(f"--{name.replace('_', '-')} must be a number {rel} {low:g} and "
+                           f"<= {high:g}, got {value}")
+    if not 1 <= args.min_requests <= 1_000_000:
+        raise CliError(f"--min-requests must be between 1 and 1000000, got {args.min_requests}")
+    if not 0 <= args.max_retries <= 10:
+        raise CliError(f"--max-retries must be between 0 and 10, got {args.max_retries}")
+    if args.calls_knee is not None and not (math.isfinite(args.calls_knee)
+                                            and 0 < args.calls_knee <= 1_000_000):
+        raise CliError(f"--calls-knee must be a number > 0 and <= 1000000, got "
+                       f"{args.calls_knee}")
+    if not 1 <= args.max_concurrency <= MAX_LEVEL:
+        raise CliError(f"--max-concurrency must be between 1 and {MAX_LEVEL}, got "
+                       f"{args.max_concurrency}")
     if not 0 <= args.min_success <= 1:
         raise CliError(f"--min-success must be between 0 and 1, got {args.min_success}")
+    if args.unit != "sessions" and (args.sessions or args.calls_knee is not None):
+        raise CliError("--sessions and --calls-knee need --unit sessions")
+    if args.calls_knee is not None and not (args.calls_knee > 0 and math.isfinite(args.calls_knee)):
+        raise CliError(f"--calls-knee must be a number > 0, got {args.calls_knee}")
 
 
 def _inputs(args: argparse.Namespace):
@@ -95,8 +141,11 @@ def _inputs(args: argparse.Namespace):
 
     _check_positive(args)
     try:
-        levels = parse_levels(args.levels) if args.levels else default_levels(
+        levels = parse_levels(args.levels) if args.levels is not None else default_levels(
             args.max_concurrency)
+        if levels[-1] > MAX_LEVEL or len(levels) > _MAX_LEVELS:
+            raise ValueError(f"bad --levels {args.levels!r}: at most {_MAX_LEVELS} levels, "
+                             f"each at most {MAX_LEVEL}")
         output = TokenDist.parse(args.output_tokens)
         if args.mix:
             workload = Workload.from_file(args.mix, output_tokens=output)
@@ -105,6 +154,14 @@ def _inputs(args: argparse.Namespace):
                                 output_tokens=output)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if args.unit == "sessions":
+        from redline_operator.sweep.sessions import SessionWorkload
+
+        try:
+            workload = (SessionWorkload.from_file(args.sessions) if args.sessions
+                        else SessionWorkload())
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     plan = StepPlan(warmup_s=args.warmup, min_duration_s=args.min_duration,
                     min_requests=args.min_requests, max_duration_s=args.max_step_duration,
                     ramp_s=args.ramp)
@@ -128,34 +185,84 @@ def _check_config(args: argparse.Namespace) -> None:
         raise CliError(f"{args.config}: its folder is not writable")
 
 
+def _check_out(out: Path) -> None:
+    """Fail before any load when the results could not be saved."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write results there: "
+                       f"{exc.strerror or exc}") from None
+
+
+def _save(result, out: Path, plot: bool) -> dict:
+    from redline_operator.sweep.report import write_report
+
+    try:
+        return write_report(result, out, plot=plot)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
+
+
+def _interrupted(result, args: argparse.Namespace) -> None:
+    """Ctrl-C: save the finished steps and leave at once.
+
+    Unwinding thousands of streams in flight (each cancelled task closes its connection)
+    takes tens of seconds at high levels; the results are what matters, and the process
+    exit closes every socket anyway.
+    """
+    result.status = "interrupted"
+    try:
+        paths = _save(result, args.out, plot=not args.no_plot)
+        print(f"redline sweep: interrupted; {len(result.steps)} finished step(s) saved to "
+              f"{paths['json']}", file=sys.stderr)
+        code = 130
+    except CliError as exc:
+        print(f"redline sweep: interrupted, and {exc}", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # one INFO line per HTTP request would bury the progress bar
         for name in ("httpx", "httpx2", "openai"):
             logging.getLogger(name).setLevel(logging.WARNING)
     levels, workload, plan = _inputs(args)
     _check_config(args)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"--out {args.out}: cannot create: {exc.strerror}") from None
+    _check_out(args.out)
+    if args.api_key:
+        print("redline sweep: note: --api-key is visible to other users in `ps`; prefer "
+              "OPENAI_API_KEY in the environment", file=sys.stderr)
 
-    from redline_operator.sweep.report import write_report
     from redline_operator.sweep.runner import StopRules, SweepResult
 
+    if args.unit == "sessions":
+        described = {"sessions": str(args.sessions) if args.sessions else None,
+                     **workload.to_dict(), "seed": args.seed}
+    else:
+        described = {"mix": str(args.mix) if args.mix else None,
+                     "prompt_tokens": args.prompt_tokens,
+                     "output_tokens": args.output_tokens, "seed": args.seed}
     result = SweepResult(base_url=args.base_url, model=args.model, levels=levels, plan=plan,
-                         workload={"mix": str(args.mix) if args.mix else None,
-                                   "prompt_tokens": args.prompt_tokens,
-                                   "output_tokens": args.output_tokens, "seed": args.seed})
+                         workload=described, unit=args.unit, calls_knee=args.calls_knee)
     stop = StopRules(min_success=args.min_success, p95_explode_factor=args.p95_explode)
+    old = signal.signal(signal.SIGINT, lambda *_: _interrupted(result, args))
     try:
         asyncio.run(_sweep(args, levels, workload, plan, stop, result))
     except KeyboardInterrupt:
         result.status = "interrupted"
-        paths = write_report(result, args.out, plot=not args.no_plot)
+        paths = _save(result, args.out, plot=not args.no_plot)
         print(f"redline sweep: interrupted; {len(result.steps)} finished step(s) saved to "
               f"{paths['json']}", file=sys.stderr)
         return 130
-    paths = write_report(result, args.out, plot=not args.no_plot)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    paths = _save(result, args.out, plot=not args.no_plot)
     _print_summary(result, paths)
     if args.write_threshold:
         _write_threshold(args, result)
@@ -167,14 +274,15 @@ async def _sweep(args, levels, workload, plan, stop, result) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from redline_operator.sweep.load import LoadGenerator, PreflightError
-    from redline_operator.sweep.report import write_report
     from redline_operator.sweep.runner import run_sweep
+    from redline_operator.sweep.sessions import SessionLoadGenerator, SessionWorkload
 
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "unused"
-    gen = LoadGenerator(base_url=args.base_url, api_key=api_key, model=args.model,
-                        workload=workload, max_connections=2 * max(levels),
-                        max_retries=args.max_retries, request_timeout=args.request_timeout,
-                        seed=args.seed)
+    common = dict(base_url=args.base_url, api_key=api_key, model=args.model,
+                  max_connections=2 * max(levels), max_retries=args.max_retries,
+                  request_timeout=args.request_timeout, seed=args.seed)
+    gen = (SessionLoadGenerator(sessions=workload, **common)
+           if isinstance(workload, SessionWorkload) else LoadGenerator(workload=workload, **common))
     async with gen:
         try:
             await gen.preflight()
@@ -196,7 +304,7 @@ async def _sweep(args, levels, workload, plan, stop, result) -> None:
 
             def on_step(r) -> None:
                 bar.update(overall, completed=len(r.steps))
-                write_report(r, args.out, plot=False)  # a Ctrl-C keeps every finished step
+                _save(r, args.out, plot=False)  # a Ctrl-C keeps every finished step
 
             await run_sweep(gen, levels, plan, stop=stop, result=result, on_step=on_step,
                             on_level=on_level, progress=progress)
@@ -230,11 +338,46 @@ def _print_summary(result, paths) -> None:
         console.print(f"stopped early: {result.stop_reason}")
     knee = "none" if a.knee is None else f"{a.knee:g}"
     cap = "none" if a.recommended_cap is None else str(a.recommended_cap)
+    if result.unit == "sessions":
+        _print_sessions(result, console)
+        print(f"session knee (saturation_sessions): {knee}")
+        print(f"recommended session cap (below the knee, accept rules passed): {cap}")
+        if a.note:
+            print(f"note: {a.note}")
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return
     print(f"knee (saturation_concurrency): {knee}")
     print(f"recommended cap (below the knee, accept rules passed): {cap}")
     if a.note:
         print(f"note: {a.note}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_sessions(result, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="sessions vs model calls (Little's law: calls in flight = sessions x duty)")
+    for col in ("S", "sessions", "calls in flight", "duty", "design duty", "call p95",
+                "TTFT p95", "session p95", "sessions/min", "calls/s", "success", "retries"):
+        t.add_column(col, justify="right")
+    for s in result.steps:
+        t.add_row(str(s.concurrency), _fmt(s.sessions_in_flight), _fmt(s.mean_in_flight),
+                  _fmt(s.duty_cycle, digits=2), _fmt(s.design_duty_cycle, digits=2),
+                  _fmt(s.latency_p95, "s"), _fmt(s.ttft_p95, "s"), _fmt(s.session_p95, "s"),
+                  _fmt(s.sessions_per_min), _fmt(s.throughput_rps),
+                  f"{s.session_success_rate:.1%}", str(s.retries))
+    console.print(t)
+    sa = result.session_analysis
+    k = "none" if sa.call_knee_used is None else f"{sa.call_knee_used:.3g}"
+    print(f"model-call knee: {k} in flight ({sa.call_knee_source})")
+    if sa.call_knee_source.startswith("this sweep"):
+        print("  (taken from this sweep's own steps, so the prediction below checks little: "
+              "pass --calls-knee K from a request-level sweep for an independent one)")
+    if sa.predicted_sessions is not None:
+        err = "" if sa.prediction_error is None else f", {sa.prediction_error:.0%} from the " \
+            "measured session knee"
+        print(f"predicted session capacity K / duty cycle = {k} / {sa.duty_cycle:.2f} = "
+              f"{sa.predicted_sessions:.3g} sessions{err}")
 
 
 def _write_threshold(args: argparse.Namespace, result) -> None:
@@ -245,8 +388,9 @@ def _write_threshold(args: argparse.Namespace, result) -> None:
     if knee is None:
         raise CliError(f"no knee found, so {args.config} was not changed: "
                        f"{result.analysis.note}")
+    key = "saturation_sessions" if result.unit == "sessions" else "saturation_concurrency"
     try:
-        old = write_saturation(args.config, args.target, knee)
+        old = write_saturation(args.config, args.target, knee, key=key)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    print(f"{args.config}: targets[{args.target}].saturation_concurrency {old} -> {knee:g}")
+    print(f"{args.config}: targets[{args.target}].{key} {old} -> {knee:g}")
