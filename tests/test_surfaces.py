@@ -299,3 +299,18 @@ def test_defect4_forked_child_does_not_inherit_open_calls(cap):
     assert _in_flight(cap) == 1  # the parent's call is still running
     call.end()
     assert _in_flight(cap) == 0
+
+
+def test_without_a_configured_limiter_the_instrumentation_only_observes(cap, sim, monkeypatch):
+    from redline.limiter import wiring
+
+    wiring.reset()
+    asked = []
+    monkeypatch.setattr(wiring, "retry_allowed", lambda attrs: asked.append(attrs) or False)
+    monkeypatch.setattr(wiring, "call_slot", lambda attrs: asked.append(attrs))
+    sim.set_faults([{"kind": "status", "status": 503, "count": 2}])
+    with openai.OpenAI(base_url=f"{sim.url}/v1", api_key="k", max_retries=2) as client:
+        client.chat.completions.create(model="sim-model", messages=MSG, max_tokens=2)
+    assert asked == []  # neither the budget nor a slot was consulted
+    assert len(sim.log()) == 3  # the SDK's own retries, untouched
+    assert cap.sum(METRICS.RETRIES.name) == 2
