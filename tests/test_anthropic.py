@@ -57,7 +57,7 @@ def test_messages_create_stream_true(cap, client):
                                          stream=True))
     deltas = sum(1 for e in events if e.type == "content_block_delta")
     assert deltas == 8
-    assert PREFILL_S <= cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name) < PREFILL_S + 0.5
+    assert PREFILL_S <= cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name) < PREFILL_S + 2.0
     assert cap.count(METRICS.TIME_PER_OUTPUT_CHUNK.name) == 1  # one mean gap per call
     assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 8
     assert _in_flight(cap) == 0
@@ -71,7 +71,7 @@ def test_raw_response_stream_runs_until_the_body_ends(cap, client):
     assert deltas == 8
     assert _in_flight(cap) == 0
     ttft = cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name)
-    assert PREFILL_S <= ttft < PREFILL_S + 0.5, ttft
+    assert PREFILL_S <= ttft < PREFILL_S + 2.0, ttft
     assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 8
     assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
 
@@ -85,7 +85,7 @@ def test_messages_stream_helper_sync(cap, client):
     assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
     assert cap.count(METRICS.OPERATION_DURATION.name, redline_streaming="true") == 0
     assert cap.count(METRICS.OPERATION_DURATION.name, redline_streaming=True) == 1
-    assert PREFILL_S <= cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name) < PREFILL_S + 0.5
+    assert PREFILL_S <= cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name) < PREFILL_S + 2.0
     assert _in_flight(cap) == 0
 
 

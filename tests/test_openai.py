@@ -69,7 +69,7 @@ def test_stream_ttft_chunks_and_usage(cap, client):
     content = sum(1 for c in stream if c.choices and c.choices[0].delta.content)
     assert content == 8
     ttft = cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name)
-    assert PREFILL_S <= ttft < PREFILL_S + 0.5, ttft
+    assert PREFILL_S <= ttft < PREFILL_S + 2.0, ttft
     assert cap.count(METRICS.TIME_PER_OUTPUT_CHUNK.name) == 1  # one mean gap per call
     assert 0 < cap.hist_max(METRICS.TIME_PER_OUTPUT_CHUNK.name) < 0.05
     assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 8
@@ -87,7 +87,7 @@ async def test_async_stream_and_non_stream(cap, sim):
         await client.chat.completions.create(model="sim-model", messages=MSG, max_tokens=3)
     assert len(chunks) >= 6
     assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 2
-    assert PREFILL_S <= cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name) < PREFILL_S + 0.5
+    assert PREFILL_S <= cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name) < PREFILL_S + 2.0
     assert _in_flight(cap) == 0
 
 
@@ -243,7 +243,7 @@ def test_raw_response_stream_runs_until_the_body_ends(cap, client):
     assert content == 8
     assert _in_flight(cap) == 0
     ttft = cap.hist_max(METRICS.TIME_TO_FIRST_CHUNK.name)
-    assert PREFILL_S <= ttft < PREFILL_S + 0.5, ttft
+    assert PREFILL_S <= ttft < PREFILL_S + 2.0, ttft
     assert cap.hist_max(METRICS.OPERATION_DURATION.name, redline_streaming=True) >= ttft
     assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
 
