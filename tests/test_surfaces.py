@@ -326,3 +326,10 @@ def test_without_a_configured_limiter_the_instrumentation_only_observes(cap, sim
     assert asked == []  # neither the budget nor a slot was consulted
     assert len(sim.log()) == 3  # the SDK's own retries, untouched
     assert cap.sum(METRICS.RETRIES.name) == 2
+
+
+def test_keyboard_interrupt_is_cancelled_too(cap):
+    with pytest.raises(KeyboardInterrupt), redline.model_call(provider="p", model="m"):
+        raise KeyboardInterrupt
+    assert cap.sum(METRICS.REQUESTS.name, error_type=CANCELLED) == 1
+    assert cap.sum(METRICS.REQUESTS.name, error_type="KeyboardInterrupt") == 0
