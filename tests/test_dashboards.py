@@ -219,7 +219,7 @@ def test_provisioning_matches_dashboards_and_compose():
 
 # Queries that may be empty in this run: no limiter, no GPU, no failed calls; the sim is
 # scraped only when it could listen on Prometheus' configured port 8000.
-MAY_BE_EMPTY = re.compile(r"^(error |in-flight \{|cap \{|queued \{|admitted|rejected |"
+MAY_BE_EMPTY = re.compile(r"^(error |cancelled$|in-flight \{|cap \{|queued \{|admitted|rejected |"
                           r"(used |total )?GPU |server )")
 
 
