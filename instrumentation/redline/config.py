@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -39,6 +40,8 @@ __all__ = [
     "Slo",
     "Durations",
     "LimiterSettings",
+    "Planning",
+    "Autoscale",
     "WebhookReceiver",
     "PagerDutyReceiver",
     "SlackReceiver",
@@ -160,14 +163,35 @@ class Match(_Strict):
 
     ``service`` is the OTel ``service.name`` (the ``job`` label in Prometheus);
     ``server_address`` and ``model`` are the GenAI attributes of the model calls.
+    ``server_address`` may list several names of the same server, e.g.
+    ``[127.0.0.1, sim]``: the native stack calls the sim on 127.0.0.1, docker compose
+    by its service name ``sim``.
     """
 
     service: LabelValue | None = None
-    server_address: LabelValue | None = None
+    server_address: LabelValue | list[LabelValue] | None = Field(
+        None, description="server.address of the model calls; a list matches any of them "
+        "(one server reached under several names).")
     model: LabelValue | None = None
     gpu_job: LabelValue | None = Field(
         None, description="Prometheus job of this target's GPU metrics (redline's NVML "
         "service.name or the DCGM exporter's scrape job); default: service, else every GPU.")
+
+    @field_validator("server_address")
+    @classmethod
+    def _addresses_given(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("expected an address or a non-empty list of addresses")
+        return value
+
+    @property
+    def server_addresses(self) -> tuple[str, ...]:
+        """Every address ``server_address`` names (empty: any address)."""
+        if self.server_address is None:
+            return ()
+        if isinstance(self.server_address, str):
+            return (self.server_address,)
+        return tuple(self.server_address)
 
 
 class Slo(_Strict):
@@ -210,6 +234,48 @@ class LimiterSettings(_Strict):
     retry_budget_window_seconds: float = Field(10.0, gt=0, le=86400)
 
 
+class Autoscale(_Strict):
+    """Where the generated KEDA ScaledObject and HPA point (``redline autoscaling``)."""
+
+    deployment: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                            description="Kubernetes Deployment of the target's replicas.")
+    namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    prometheus_url: str = Field("http://prometheus.monitoring.svc:9090", pattern=r"^https?://",
+                                description="Prometheus as KEDA reaches it in the cluster.")
+    polling_interval_seconds: int = Field(15, ge=1)
+    cooldown_seconds: int = Field(300, ge=0)
+
+
+class Planning(_Strict):
+    """Capacity plan of a target: ``redline plan`` fills the measured keys.
+
+    The concurrency target per replica is ``floor(target_fraction * saturation_concurrency)``
+    (at or below the knee, at least 1); ``throughput_per_replica_rps`` is the rate one
+    replica serves there; min/max replicas follow seed note 004.
+    """
+
+    target_fraction: float = Field(0.75, gt=0, le=1, description="Concurrency target per "
+                                   "replica as a fraction of the knee.")
+    redundancy: int = Field(1, ge=0, description="Replicas added to baseline / throughput.")
+    buffer: int = Field(2, ge=0, description="Replicas added to peak / throughput.")
+    throughput_per_replica_rps: float | None = Field(
+        None, gt=0, description="Requests/s one replica serves at the concurrency target "
+        "(written by `redline plan --write`).")
+    min_replicas: int | None = Field(None, ge=1)
+    max_replicas: int | None = Field(None, ge=1)
+    fleet_floor_fraction: float = Field(
+        0.5, gt=0, lt=1, description="The fleet forecast only alerts once the request rate "
+        "is at least this fraction of the fleet's capacity at max_replicas.")
+    autoscale: Autoscale | None = None
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Planning:
+        if self.min_replicas and self.max_replicas and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed "
+                             f"max_replicas ({self.max_replicas})")
+        return self
+
+
 class Target(_Strict):
     """A service, server address or model with a measured saturation point."""
 
@@ -238,6 +304,7 @@ class Target(_Strict):
         0.05, ge=0.001, le=0.9, description="Fraction of time the limiter may hold requests queued "
         "while slots are free before the work-conserving alert fires.")
     limiter: LimiterSettings = LimiterSettings()
+    planning: Planning = Planning()
 
     @model_validator(mode="after")
     def _warn_below_page(self) -> Target:
@@ -282,6 +349,12 @@ class Target(_Strict):
     @property
     def page_concurrency(self) -> float:
         return round(self.saturation_concurrency * self.page_fraction, 3)
+
+    @property
+    def concurrency_target(self) -> int:
+        """Concurrency target per replica: at or below the knee, at least 1."""
+        return max(1, math.floor(self.saturation_concurrency * self.planning.target_fraction
+                                 + 1e-9))
 
     @property
     def model_cap(self) -> int:

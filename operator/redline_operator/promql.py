@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -26,6 +28,7 @@ __all__ = [
     "quote",
     "selector",
     "target_matchers",
+    "any_of",
     "in_flight",
     "quantile",
     "histogram_quantile",
@@ -60,10 +63,25 @@ def selector(**labels: str | None) -> str:
                     if value is not None)
 
 
+def any_of(label: str, values: Sequence[str]) -> str:
+    """``label="v"`` for one value; ``label=~"v1|v2"`` (values regex-escaped) for several."""
+    if len(values) == 1:
+        return selector(**{label: values[0]})
+    regex = "|".join(re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", v) for v in values)
+    return f"{label}=~{quote(regex)}"
+
+
 def target_matchers(match) -> str:
-    """Label matchers of a target's model-call series (``redline.config.Match``)."""
-    return selector(job=match.service, **{prom_label(Attr.SERVER_ADDRESS): match.server_address,
-                                          prom_label(Attr.REQUEST_MODEL): match.model})
+    """Label matchers of a target's model-call series (``redline.config.Match``).
+
+    A ``server_address`` list becomes one regex matcher, so the same rules and panels
+    select one server under each of its names (127.0.0.1 natively, ``sim`` in compose).
+    """
+    parts = [selector(job=match.service)]
+    if match.server_addresses:
+        parts.append(any_of(prom_label(Attr.SERVER_ADDRESS), match.server_addresses))
+    parts.append(selector(**{prom_label(Attr.REQUEST_MODEL): match.model}))
+    return ",".join(p for p in parts if p)
 
 
 def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT) -> str:

@@ -46,8 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _selector(args: argparse.Namespace) -> str:
     from redline.config import ConfigError, load_config
-    from redline.semconv import Attr, prom_label
-    from redline_operator.promql import selector
+    from redline_operator.promql import target_matchers
 
     if args.selector is not None:
         return args.selector
@@ -59,9 +58,7 @@ def _selector(args: argparse.Namespace) -> str:
         match = load_config(args.config).target(args.target).match
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    return selector(**{"job": match.service,
-                       prom_label(Attr.SERVER_ADDRESS): match.server_address,
-                       prom_label(Attr.REQUEST_MODEL): match.model})
+    return target_matchers(match)
 
 
 def run(args: argparse.Namespace) -> int:
