@@ -15,7 +15,7 @@ UV     := .cache/tools/bin/uv
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack schemas thanos lint generate bench clean lock
+.PHONY: demo test venv stack schemas thanos lint generate bench clean lock matrix
 
 demo: stack
 	$(BIN)/redline demo
@@ -23,6 +23,12 @@ demo: stack
 test: stack schemas thanos
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
+	$(MAKE) matrix
+
+# The real-SDK tests against every SDK/OTel version in tests/matrix/pins.toml (venvs made
+# by uv under .cache/matrix/, rebuilt only when their pins change).
+matrix: venv
+	$(BIN)/python tests/matrix/run.py
 
 venv: $(STAMP)
 

@@ -17,9 +17,16 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis.strategies  # noqa: F401  (see below)
 import pytest
 
 from redline_operator.stack import Ports, Stack, StackError
+
+# hypothesis' pytest plugin imports its strategies lazily, at session finish when no test
+# used them; pytest then assertion-rewrites them from deep in its hook stack, and CPython
+# 3.11.7's compiler fails there ("AST constructor recursion depth mismatch"), failing a
+# green run of any subset without hypothesis tests. Importing them here, at a shallow
+# depth, avoids it.
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -42,7 +42,10 @@ from redline_operator.promql import PrometheusClient
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 CONFIG = ROOT / "redline.yaml"
-KNOWN_METRICS = ({m.prom for m in METRICS.all()} | q.EXTERNAL_METRICS
+# a histogram exported with explicit buckets lands as classic _bucket/_count/_sum series
+CLASSIC = {f"{m.prom}_{part}" for m in METRICS.all() if m.exponential
+           for part in ("bucket", "count", "sum")}
+KNOWN_METRICS = ({m.prom for m in METRICS.all()} | q.EXTERNAL_METRICS | CLASSIC
                  | {rq.CONCURRENCY, rq.TTFT_P95, rq.LATENCY_P95, rq.REQUEST_RATE,
                     rq.RETRY_RATIO, *(rq.ERROR_RATIO.format(window=w)
                                       for w in rq.ERROR_RATIO_WINDOWS)})
@@ -157,10 +160,22 @@ def test_queries_read_only_catalogued_metrics(models):
             assert not unknown, f"{expr!r} reads {unknown}, not in redline.semconv"
 
 
-def test_latency_queries_use_native_histograms(models):
+def test_latency_queries_prefer_native_and_fall_back_to_classic(models):
+    seen = 0
     for model in models.values():
         for title, t in all_queries(model):
-            assert "_bucket" not in t["expr"] and "le=" not in t["expr"], title
+            expr = t["expr"]
+            for m in (m for m in METRICS.all() if m.exponential):
+                if f"{m.prom}_bucket" in expr:
+                    seen += 1
+                    # the native form first, the classic one only after an `or`
+                    native = expr.index(f"rate({m.prom}{{")
+                    classic = expr.index(f"rate({m.prom}_bucket{{")
+                    assert native < expr.index("or", native) < classic, title
+                    assert "by (le)" in expr or ", le)" in expr, title
+                elif "histogram_quantile" in expr and m.prom in expr:
+                    raise AssertionError(f"{title}: quantile without a classic fallback")
+    assert seen >= 4
 
 
 def test_ids_unique_and_variables_present(models):
@@ -509,10 +524,11 @@ def test_every_recorded_series_a_panel_reads_is_a_generated_rule(models):
 
 # --- every query against a live Prometheus -------------------------------------------
 
-# May be empty in this run: no GPU here; no failed call (the error-ratio rules have no
+# May be empty in this run: no GPU here; no failed or cancelled call (the error-ratio rules have no
 # series then, and the alerts see none either); no rejection by the limiter; the sim is
 # scraped only when it could listen on Prometheus' configured port 8000.
-MAY_BE_EMPTY = re.compile(r"^(error |rejected |(used |total )?\{\{instance\}\} GPU |server )")
+MAY_BE_EMPTY = re.compile(r"^(error |cancelled$|rejected |"
+                          r"(used |total )?\{\{instance\}\} GPU |server )")
 
 
 def _workload(url: str, service: str, stack, *extra: str) -> subprocess.Popen:

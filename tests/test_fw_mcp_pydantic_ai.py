@@ -79,7 +79,7 @@ async def test_mcp_tool_calls_in_flight_and_errors(cap):
     assert cap.count(METRICS.EXECUTE_TOOL_DURATION.name, gen_ai_tool_name="explode",
                      error_type="tool_error") == 1
     assert cap.count(METRICS.EXECUTE_TOOL_DURATION.name, gen_ai_tool_name="lookup",
-                     error_type="CancelledError") == 1
+                     error_type="cancelled") == 1
     assert_bounded(cap, {"gen_ai.tool.name": {"lookup", "explode"}})
 
 

@@ -166,7 +166,7 @@ def test_ten_thousand_mixed_endings_leave_every_gauge_at_zero(sim_url):
         assert finished == durations
         assert CALLS * 0.9 <= finished <= CALLS  # a call cancelled before it began never starts
         errors = {dict(dp.attributes).get("error.type") for dp in cap.points(METRICS.REQUESTS.name)}
-        assert {"CancelledError", "InternalServerError", "RateLimitError"} <= errors
+        assert {"cancelled", "InternalServerError", "RateLimitError"} <= errors
         causes = {dict(dp.attributes)["redline.attempt.cause"]
                   for dp in cap.points(METRICS.ATTEMPTS.name)}
         assert {"ok", "http_500", "http_429", "timeout"} <= causes

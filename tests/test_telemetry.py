@@ -66,6 +66,47 @@ def test_signal_specific_endpoint_and_explicit_arguments(monkeypatch):
     assert telemetry._resource("svc").attributes["service.name"] == "svc"
 
 
+@pytest.mark.parametrize("given", ["127.0.0.1:4317", "localhost:4317", "[::1]:4317"])
+def test_loopback_endpoint_without_scheme_is_plaintext(given, monkeypatch, caplog):
+    exporter = telemetry._exporter(given)
+    assert exporter._insecure, given
+    assert exporter._endpoint == given.replace("[::1]", "::1") or exporter._endpoint == given
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", given)  # the same from the environment
+    assert telemetry._exporter(None)._insecure
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    assert telemetry._exporter(given)._endpoint == f"http://{given}/v1/metrics"
+    assert "no scheme" not in caplog.text
+
+
+def test_remote_endpoint_without_scheme_is_tls_and_says_what_to_write(caplog):
+    exporter = telemetry._exporter("collector.example:4317")
+    assert not exporter._insecure
+    assert "Write http://collector.example:4317 for a plaintext receiver" in caplog.text
+
+
+@pytest.mark.stack
+def test_scheme_less_loopback_endpoint_really_exports(stack):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
+
+    port = stack.otlp_grpc_endpoint.rsplit(":", 1)[1]
+    exporter = telemetry._exporter(f"127.0.0.1:{port}")
+    results = []
+    real_export = exporter.export
+
+    def export(data, **kw):
+        results.append(real_export(data, **kw))
+        return results[-1]
+
+    exporter.export = export
+    provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(
+        exporter, export_interval_millis=60_000)])
+    provider.get_meter("t").create_counter("redline_scheme_test").add(1)
+    provider.force_flush()
+    provider.shutdown()
+    assert results and results[0] is MetricExportResult.SUCCESS
+
+
 def test_unknown_protocol_is_an_actionable_error(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP"):
@@ -172,3 +213,34 @@ def test_the_last_export_reports_nothing_in_flight():
     assert last[METRICS.REQUESTS.name] == [7]
     assert METRICS.REQUESTS_IN_FLIGHT.name in IN_FLIGHT_NAMES
     assert METRICS.REQUESTS.name not in IN_FLIGHT_NAMES
+
+
+def test_explicit_bucket_histograms_are_detected_and_warned_once(caplog):
+    import logging
+
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics import MeterProvider as SDKProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    from redline import telemetry
+
+    plain = SDKProvider(metric_readers=[InMemoryMetricReader()])
+    explicit = telemetry.explicit_bucket_histograms(plain)
+    assert "gen_ai.client.operation.duration" in explicit
+    assert "gen_ai.client.operation.time_to_first_chunk" in explicit
+    viewed = SDKProvider(metric_readers=[InMemoryMetricReader()],
+                         views=telemetry.latency_views())
+    assert telemetry.explicit_bucket_histograms(viewed) == []
+    by_default = SDKProvider(metric_readers=[InMemoryMetricReader(
+        preferred_aggregation={Histogram: ExponentialBucketHistogramAggregation()})])
+    assert telemetry.explicit_bucket_histograms(by_default) == []
+    assert telemetry.explicit_bucket_histograms(object()) is None
+    telemetry._warned = False
+    with caplog.at_level(logging.WARNING, logger="redline"):
+        assert telemetry.warn_if_explicit_buckets(viewed) is False
+        assert telemetry.warn_if_explicit_buckets(plain) is True
+        assert telemetry.warn_if_explicit_buckets(plain) is False  # once per process
+    assert caplog.text.count("as explicit buckets") == 1
+    for p in (plain, viewed, by_default):
+        p.shutdown()

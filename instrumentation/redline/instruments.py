@@ -53,7 +53,11 @@ def _create(meter: Meter, spec: MetricSpec) -> Any:
     kw = {"name": spec.name, "unit": spec.unit, "description": spec.description}
     if spec.kind is Kind.HISTOGRAM:
         if spec.buckets:
-            kw["explicit_bucket_boundaries_advisory"] = list(spec.buckets)
+            try:  # the advisory parameter is missing from older APIs (1.28 has none)
+                return meter.create_histogram(
+                    **kw, explicit_bucket_boundaries_advisory=list(spec.buckets))
+            except TypeError:
+                pass
         return meter.create_histogram(**kw)
     if spec.kind is Kind.COUNTER:
         return meter.create_counter(**kw)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import logging
 import os
 import threading
@@ -55,6 +56,9 @@ __all__ = [
     "shutdown_telemetry",
     "force_flush",
     "latency_views",
+    "explicit_bucket_histograms",
+    "warn_if_explicit_buckets",
+    "normalize_endpoint",
     "DEFAULT_GRPC_ENDPOINT",
     "DEFAULT_HTTP_ENDPOINT",
     "DEFAULT_EXPORT_INTERVAL_MS",
@@ -93,6 +97,69 @@ def latency_views() -> list[View]:
     ]
 
 
+def explicit_bucket_histograms(provider: MeterProvider | None) -> list[str] | None:
+    """The catalogue's exponential histograms that ``provider`` would aggregate as explicit
+    buckets (classic histograms in Prometheus); ``None`` when that cannot be told (not an
+    SDK provider, or an SDK whose internals differ).
+
+    A histogram is exponential when a view names it with a base-2 exponential aggregation,
+    or when every reader's default for histograms is one (what
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=base2_exponential_bucket_histogram``
+    sets on the OTLP exporter).
+    """
+    if not isinstance(provider, SDKMeterProvider):
+        return None
+    try:
+        views = list(provider._sdk_config.views)
+        readers = list(provider._metric_readers)
+        # keyed by the SDK's private instrument classes (_Histogram, a Histogram subclass)
+        by_reader = [next((a for cls, a in r._instrument_class_aggregation.items()
+                           if issubclass(cls, Histogram)), None) for r in readers]
+    except AttributeError:
+        return None
+    readers_exponential = bool(readers) and all(
+        isinstance(a, ExponentialBucketHistogramAggregation) for a in by_reader)
+    explicit = []
+    for spec in METRICS.all():
+        if not spec.exponential or spec.name.startswith(("redline.limiter.", "hw.")):
+            continue
+        named = [v for v in views if fnmatch.fnmatchcase(spec.name, v._instrument_name or "")]
+        if any(isinstance(v._aggregation, ExponentialBucketHistogramAggregation) for v in named):
+            continue
+        if not named and readers_exponential:
+            continue
+        explicit.append(spec.name)
+    return explicit
+
+
+_warned = False
+
+
+def warn_if_explicit_buckets(provider: MeterProvider | None) -> bool:
+    """Log one WARNING (per process) when ``provider`` makes redline's latency histograms
+    explicit-bucket ones; returns whether it warned. Rules and dashboards still answer
+    (they fall back to the classic ``_bucket`` series), with the semconv buckets' coarser
+    resolution."""
+    global _warned
+    if _warned:
+        return False
+    try:
+        explicit = explicit_bucket_histograms(provider or metrics.get_meter_provider())
+    except Exception:  # never let a check break instrument()
+        return False
+    if not explicit:
+        return False
+    _warned = True
+    _log.warning(
+        "redline: the active MeterProvider aggregates %d of redline's latency histograms "
+        "(%s, ...) as explicit buckets, so Prometheus stores classic histograms with the "
+        "semconv boundaries: p95 rules and panels still answer, at bucket resolution. For "
+        "native histograms set OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION="
+        "base2_exponential_bucket_histogram, or pass views=redline.telemetry.latency_views() "
+        "to your MeterProvider", len(explicit), explicit[0])
+    return True
+
+
 def _global_sdk_provider() -> MeterProvider | None:
     """The global provider when someone (e.g. ``opentelemetry-instrument``) already set one."""
     from opentelemetry.metrics._internal import _ProxyMeterProvider
@@ -109,10 +176,42 @@ def _protocol() -> str:
     return proto.strip().lower()
 
 
+_LOOPBACK = ("localhost", "::1", "[::1]")
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip().lower()
+    return host in _LOOPBACK or host.startswith("127.") or host.endswith(".localhost")
+
+
+def normalize_endpoint(endpoint: str | None) -> str | None:
+    """Give an OTLP endpoint without a scheme one: ``http://`` (plaintext) on a loopback
+    address, where a local Collector listens without TLS; otherwise ``https://``, with a
+    warning saying what to write for plaintext. With a scheme it is returned as is.
+
+    Example:
+        >>> normalize_endpoint("127.0.0.1:4317")
+        'http://127.0.0.1:4317'
+    """
+    if endpoint is None or "://" in endpoint:
+        return endpoint
+    raw = endpoint.strip()
+    host = raw.rsplit(":", 1)[0] if raw.count(":") == 1 or raw.startswith("[") else raw
+    host = host.split("/", 1)[0]
+    if _is_loopback(host):
+        return f"http://{raw}"
+    _log.warning("redline: OTLP endpoint %r has no scheme; using TLS (https://%s). Write "
+                 "http://%s for a plaintext receiver", raw, raw, raw)
+    return f"https://{raw}"
+
+
 def _exporter(endpoint: str | None):
     """The OTLP metric exporter for the configured protocol (gRPC unless told otherwise)."""
     from_env = (os.environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
                 or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT))
+    if endpoint is None and from_env and "://" not in from_env:
+        endpoint = from_env  # the same rule for a scheme-less endpoint from the environment
+    endpoint = normalize_endpoint(endpoint)
     protocol = _protocol()
     if protocol.startswith("http"):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -171,6 +270,8 @@ def configure_telemetry(
         endpoint: OTLP endpoint; else ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` /
             ``OTEL_EXPORTER_OTLP_ENDPOINT``; else ``http://127.0.0.1:4317`` (gRPC) or
             ``http://127.0.0.1:4318`` (``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``).
+            Without a scheme, a loopback address means plaintext (``127.0.0.1:4317`` is
+            ``http://127.0.0.1:4317``); any other host means TLS, with a warning.
         export_interval_ms: export period; else ``OTEL_METRIC_EXPORT_INTERVAL``; else 5000.
         meter_provider: use this provider instead of building one (it is not shut down by
             :func:`shutdown_telemetry`).

@@ -33,6 +33,8 @@ __all__ = [
     "fresh",
     "in_flight",
     "quantile",
+    "histogram_quantile",
+    "histogram_rate",
     "rate",
     "retries_per_second",
 ]
@@ -106,15 +108,44 @@ def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT,
     return f"sum({fresh(f'{spec.prom}{{{sel}}}', window)})"
 
 
+def histogram_quantile(q: float, metric: str, sel: str, window: str, by: str = "") -> str:
+    """``q``-quantile of a latency histogram that works whichever way it was exported.
+
+    The native (exponential) histogram is preferred; when a process exported explicit
+    buckets instead (e.g. ``opentelemetry-instrument`` without
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``), Prometheus stores
+    classic ``_bucket`` series and the right-hand side answers.
+
+    Args:
+        q: the quantile (0.95).
+        metric: the Prometheus name without suffix (``MetricSpec.prom``).
+        sel: label matchers without braces.
+        window: the rate window (``1m``).
+        by: comma-separated grouping labels, or ``""``.
+    """
+    native_by = f" by ({by})" if by else ""
+    classic_by = f" by ({by + ', ' if by else ''}le)"
+    return (f"histogram_quantile({q}, sum{native_by}(rate({metric}{{{sel}}}[{window}])))\n"
+            f"or\nhistogram_quantile({q}, sum{classic_by}(rate({metric}_bucket{{{sel}}}"
+            f"[{window}])))")
+
+
+def histogram_rate(metric: str, sel: str, window: str, part: str = "count") -> str:
+    """Per-second observation count (``part="count"``) or sum (``"sum"``) of a histogram,
+    native preferred, classic ``_count``/``_sum`` series otherwise."""
+    return (f"(sum(histogram_{part}(rate({metric}{{{sel}}}[{window}])))\n"
+            f"or\nsum(rate({metric}_{part}{{{sel}}}[{window}])))")
+
+
 def quantile(q: float, spec: MetricSpec, window: str = "1m", sel: str = "") -> str:
-    """``q``-quantile over a native histogram, all series of the selector aggregated."""
-    return f"histogram_quantile({q}, sum(rate({spec.prom}{{{sel}}}[{window}])))"
+    """``q``-quantile over a latency histogram (native or classic), the selector aggregated."""
+    return histogram_quantile(q, spec.prom, sel, window)
 
 
 def rate(spec: MetricSpec, window: str = "1m", sel: str = "") -> str:
-    """Per-second rate of a counter, or of a native histogram's observation count."""
+    """Per-second rate of a counter, or of a histogram's observation count."""
     if spec.exponential:
-        return f"sum(histogram_count(rate({spec.prom}{{{sel}}}[{window}])))"
+        return histogram_rate(spec.prom, sel, window)
     return f"sum(rate({spec.prom}{{{sel}}}[{window}]))"
 
 

@@ -30,7 +30,7 @@ from redline.config import Config, Target
 from redline.semconv import METRICS
 from redline_operator import agents_promql as ap
 from redline_operator.dashboards import queries as q
-from redline_operator.promql import PrometheusClient, PrometheusError
+from redline_operator.promql import PrometheusClient, PrometheusError, histogram_quantile
 
 __all__ = ["AgentSnapshot", "TargetSnapshot", "collect", "collect_agents", "render", "run_top",
            "state_of"]
@@ -80,7 +80,7 @@ def _target_exprs(cfg: Config, target: Target, window: str) -> dict[str, str]:
     retries = f"sum(rate({METRICS.RETRIES.prom}{{{sel}}}[{window}]))"
 
     def quantile(qv: float, name: str) -> str:
-        return f"histogram_quantile({qv}, sum(rate({name}{{{sel}}}[{window}])))"
+        return histogram_quantile(qv, name, sel, window)
 
     ttft = quantile(0.95, METRICS.TIME_TO_FIRST_CHUNK.prom)
     p99 = quantile(0.99, METRICS.OPERATION_DURATION.prom)

@@ -11,6 +11,7 @@ Each is an object you can use four ways, all ending it exactly once:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import threading
@@ -18,18 +19,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redline._api.guard import guarded
+from redline.semconv import CANCELLED
 
 __all__ = ["Lifecycle", "error_type"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_CANCELLATIONS = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)
 
 
 def error_type(error: BaseException | str | None) -> str | None:
     """The bounded ``error.type`` value of an exception (its class name) or a given string."""
     if error is None or isinstance(error, str):
         return error
-    if isinstance(error, GeneratorExit):  # the consumer stopped reading: abandoned, not failed
-        return None
+    if isinstance(error, _CANCELLATIONS):  # the caller gave up: recorded, but not a failure
+        return CANCELLED
     return type(error).__name__
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import time
 from typing import Any
 
@@ -30,6 +31,24 @@ __all__ = ["ModelCall", "model_call", "current_model_call"]
 
 _current: contextvars.ContextVar[ModelCall | None] = contextvars.ContextVar(
     "redline_model_call", default=None)
+
+
+# Calls started and not ended in this process, so a forked child can take its parent's
+# open calls out of its in-flight count (gunicorn/uvicorn workers, multiprocessing).
+_open: dict[int, ModelCall] = {}
+
+
+def _reset_after_fork() -> None:
+    calls = list(_open.values())
+    _open.clear()
+    _current.set(None)
+    for call in calls:
+        with contextlib.suppress(Exception):  # never break a fork
+            call._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def current_model_call() -> ModelCall | None:
@@ -64,6 +83,7 @@ class ModelCall(Lifecycle):
                           meter_provider=meter_provider)
         self.streaming = streaming
         self.attrs: dict[str, Any] = self._attributes()
+        self.route: dict[str, Any] = self._route()
         self._inst: Instruments | None = None
         self._t0 = 0.0
         self._last_chunk: float | None = None
@@ -73,9 +93,15 @@ class ModelCall(Lifecycle):
         self._ending = False
         self._error: str | None = None
         self._tokens: dict[str, int] = {}
+        self._response_model: str | None = None
         self.attempt_count = 0
         self.last_cause: str | None = None
-        self.retries_remaining: int | None = None  # set by the SDK hooks per attempt
+        self.last_attempt_end: float | None = None
+        # set by the SDK instrumentors: count this call's HTTP attempts at the client's send,
+        # and the client's max_retries (so the retry budget is not asked about a retry that
+        # would not happen)
+        self.sdk_attempts = False
+        self.max_retries: int | None = None
         self._token: contextvars.Token | None = None
         self._activity: dict | None = None  # counted under the current agent session
 
@@ -100,11 +126,31 @@ class ModelCall(Lifecycle):
             report(self._component, exc)
         return attrs
 
+    def _route(self) -> dict[str, Any]:
+        """The real (unfolded) values the limiter routes on: folding is for telemetry only."""
+        a = self._args
+        route: dict[str, Any] = {Attr.OPERATION: a["operation"], Attr.PROVIDER: a["provider"]}
+        if a["model"] is not None:
+            route[Attr.REQUEST_MODEL] = str(a["model"])
+        if a["server_address"] is not None:
+            route[Attr.SERVER_ADDRESS] = str(a["server_address"])
+            if a["server_port"] is not None:
+                route[Attr.SERVER_PORT] = a["server_port"]
+        return route
+
     def _on_start(self) -> None:
         self._inst = get_instruments(self._args["meter_provider"])
         self._t0 = time.perf_counter()
         self._inst.requests_in_flight.add(1, self.attrs)
         self._activity = activity_start(self._inst, "model")
+        _open[id(self)] = self
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: this call is the parent's; take it out of the child's count
+        and never record its end here."""
+        if self._inst is not None and self._end_once.acquire(blocking=False):
+            self._inst.requests_in_flight.add(-1, self.attrs)
+            activity_end(self._inst, self._activity)
 
     # --- what happened during the call ----------------------------------------------
     def first_chunk(self) -> None:
@@ -143,6 +189,17 @@ class ModelCall(Lifecycle):
         if output_tokens is not None:
             self._tokens["output"] = int(output_tokens)
 
+    @property
+    def wants_response_model(self) -> bool:
+        """Whether :meth:`response_model` still has something to learn (a cheap check for
+        per-chunk callers)."""
+        return self._response_model is None
+
+    def response_model(self, model: Any) -> None:
+        """``gen_ai.response.model`` as the response names it (folded like request models)."""
+        if model and self._response_model is None:
+            self._response_model = fold_model(str(model))
+
     def error(self, error: BaseException | str) -> None:
         """Mark the call failed (``error.type`` = the exception's class name, or the string)."""
         from redline._api.lifecycle import error_type
@@ -171,6 +228,7 @@ class ModelCall(Lifecycle):
 
     # --- the end ------------------------------------------------------------------------
     def _on_end(self, error: str | None, at: float | None) -> None:
+        _open.pop(id(self), None)
         inst = self._inst
         if inst is None:
             return
@@ -184,13 +242,17 @@ class ModelCall(Lifecycle):
         activity_end(inst, self._activity)
         end = at if at is not None else time.perf_counter()
         done = dict(attrs)
+        if self._response_model is not None:
+            done[Attr.RESPONSE_MODEL] = self._response_model
         if error:
             done[Attr.ERROR_TYPE] = error
         inst.requests.add(1, done)
         inst.operation_duration.record(max(end - self._t0, 0.0),
                                        {**done, Attr.STREAMING: self.streaming})
+        usage_attrs = attrs if self._response_model is None else {
+            **attrs, Attr.RESPONSE_MODEL: self._response_model}
         for kind, n in self._tokens.items():
-            inst.token_usage.record(n, {**attrs, Attr.TOKEN_TYPE: kind})
+            inst.token_usage.record(n, {**usage_attrs, Attr.TOKEN_TYPE: kind})
 
     # --- context: attempts made inside the block belong to this call ----------------------
     def activate(self) -> contextvars.Token:

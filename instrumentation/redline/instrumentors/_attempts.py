@@ -1,154 +1,44 @@
-"""Hooks inside the SDKs' own retry loops: every HTTP attempt, its cause, the backoff.
+"""The retry budget's say in the SDK's retry decision (acting only when one is configured).
 
-openai 3.x and anthropic 2.x (both Stainless-generated) run a ``for retries_taken in ...``
-loop in ``SyncAPIClient.request`` / ``AsyncAPIClient.request``; each iteration sends one
-HTTP request, and ``_sleep_for_retry`` waits before the next. Redline wraps, per SDK:
+Attempts and retries are *counted* in :mod:`redline.instrumentors._transport`, at the
+HTTP client's ``send``, on every supported version. *Stopping* a retry needs the SDK's
+own decision point, which differs per version; each instrumentor feature-detects these:
 
-* the per-attempt send (openai ``_send_request``, anthropic ``_attempt_request``): one
-  ``redline.client.attempts`` sample with its cause and ``redline.client.attempt.duration``
-  (request sent -> response headers, or -> the failure), and any ``Retry-After``;
-* ``_sleep_for_retry``: ``redline.client.retries`` and ``redline.client.retry.backoff``;
-* the retry decision (openai ``_RequestBodyReplay.rewind``, anthropic ``_should_retry`` /
-  ``_should_retry_exception``): the limiter's retry budget can veto a retry, and the SDK
-  then raises the error it would raise with no retries left.
+* HTTP-status retries (429, 5xx...) on every supported version: ``BaseClient._should_retry``
+  (openai 1.x-2.x, anthropic), or openai 3.x's ``_RequestBodyReplay.rewind``, which that
+  loop asks before *every* retry, status or timeout/connection error;
+* timeout/connection-error retries: openai >= 3.0 (``rewind``), anthropic releases with
+  ``_should_retry_exception`` (see :data:`redline.instrumentors.anthropic.BUDGET_NOTE`).
 
-Attempts find their model call through a context variable set by the operation wrapper,
-so concurrent calls (threads or asyncio tasks) never mix their attempts.
+A veto makes the SDK raise the error it would raise with no retries left. With no limiter
+configured (:func:`redline.limiter.wiring.configure`), every wrapper here returns the SDK's
+own decision untouched: the instrumentation observes and never acts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
-from redline._api.guard import guarded
 from redline._api.model_call import current_model_call
 from redline.instrumentors import _limits
 
-__all__ = [
-    "cause_of_status",
-    "cause_of_exception",
-    "sync_attempt",
-    "async_attempt",
-    "sync_sleep",
-    "async_sleep",
-    "veto_bool",
-    "veto_pair",
-]
-
-
-def cause_of_status(status: int) -> str:
-    """``ok`` for 2xx/3xx, else ``http_<code>`` (a bounded set: HTTP status codes)."""
-    return "ok" if status < 400 else f"http_{int(status)}"
-
-
-def cause_of_exception(exc: BaseException) -> str:
-    """``timeout``, ``cancelled`` or ``connection_error`` for an attempt that got no response."""
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    for cls in type(exc).__mro__:
-        if "Timeout" in cls.__name__:
-            return "timeout"
-    return "connection_error"
-
-
-def _response_of(result: Any) -> Any:
-    # openai's _send_request returns the response; anthropic's _attempt_request (response, options)
-    return result[0] if isinstance(result, tuple) else result
-
-
-def _record(instance: Any, start: float, result: Any = None,
-            exc: BaseException | None = None) -> None:
-    call = current_model_call()
-    if call is None:
-        return
-    with guarded("attempt"):
-        duration = time.perf_counter() - start
-        if exc is not None:
-            call.attempt(cause_of_exception(exc), duration)
-            return
-        response = _response_of(result)
-        status = int(response.status_code)
-        retry_after = None
-        if status >= 400:
-            retry_after = instance._parse_retry_after_header(response.headers)
-        call.attempt(cause_of_status(status), duration, retry_after)
-
-
-def _note_remaining(instance: Any, args: tuple, kwargs: dict) -> None:
-    """anthropic's ``_attempt_request(options, retries_taken=...)``: retries left after it."""
-    call = current_model_call()
-    if call is None or "retries_taken" not in kwargs or not args:
-        return
-    with guarded("attempt"):
-        max_retries = args[0].get_max_retries(instance.max_retries)
-        call.retries_remaining = max_retries - int(kwargs["retries_taken"])
-
-
-def sync_attempt(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Wrapper of the per-attempt send of a synchronous client."""
-    _note_remaining(instance, args, kwargs)
-    start = time.perf_counter()
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        _record(instance, start, exc=exc)
-        raise
-    _record(instance, start, result)
-    return result
-
-
-async def async_attempt(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Async twin of :func:`sync_attempt`."""
-    _note_remaining(instance, args, kwargs)
-    start = time.perf_counter()
-    try:
-        result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        _record(instance, start, exc=exc)
-        raise
-    _record(instance, start, result)
-    return result
-
-
-def _record_retry(start: float) -> None:
-    call = current_model_call()
-    if call is not None:
-        with guarded("retry"):
-            call.retry(time.perf_counter() - start)
-
-
-def sync_sleep(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Wrapper of ``_sleep_for_retry``: the backoff actually waited, then a retry follows."""
-    start = time.perf_counter()
-    result = wrapped(*args, **kwargs)
-    _record_retry(start)
-    return result
-
-
-async def async_sleep(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Async twin of :func:`sync_sleep`."""
-    start = time.perf_counter()
-    result = await wrapped(*args, **kwargs)
-    _record_retry(start)
-    return result
+__all__ = ["veto_bool", "veto_pair"]
 
 
 def _allowed() -> bool:
     call = current_model_call()
-    if call is None:
+    if call is None or not call.sdk_attempts:
         return True
-    if call.retries_remaining is not None and call.retries_remaining <= 0:
+    if call.max_retries is not None and call.attempt_count > call.max_retries:
         return True  # no retry would happen anyway: do not spend budget on it
-    return _limits.retry_allowed(call.attrs)
+    return _limits.retry_allowed(call.route)
 
 
 def veto_bool(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> bool:
     """Wrapper of a retry decision returning ``bool``: the retry budget may turn it off."""
     decision = wrapped(*args, **kwargs)
-    if decision:
+    if decision and _limits.configured():
         decision = _allowed()
     return decision
 
@@ -160,6 +50,8 @@ def veto_pair(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> An
     by :func:`veto_bool`) already asked the budget.
     """
     decision = wrapped(*args, **kwargs)
+    if not _limits.configured():
+        return decision
     try:
         retry, response = decision
     except (TypeError, ValueError):

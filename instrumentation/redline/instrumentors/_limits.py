@@ -13,7 +13,7 @@ from typing import Any
 
 from redline._api.guard import report
 
-__all__ = ["Slot", "acquire_sync", "acquire_async", "retry_allowed"]
+__all__ = ["Slot", "acquire_sync", "acquire_async", "retry_allowed", "configured"]
 
 
 def _wiring() -> Any:
@@ -22,6 +22,17 @@ def _wiring() -> Any:
     except ImportError:
         return None
     return wiring
+
+
+def configured() -> bool:
+    """Whether the app configured a limiter (only then does redline ever act on a call)."""
+    wiring = _wiring()
+    registry = getattr(wiring, "registry", None) if wiring is not None else None
+    try:
+        return registry is not None and registry() is not None
+    except Exception as err:
+        report("limiter", err)
+        return False
 
 
 class Slot:
@@ -38,15 +49,23 @@ class Slot:
         return self._cm
 
     def release(self, exc: BaseException | None = None) -> None:
-        """Give the slot back from synchronous code (an async slot is released on its loop)."""
+        """Give the slot back from synchronous code (close, ``__exit__``, garbage collection).
+
+        redline's limiter slots release synchronously (a lock and a hand-over to the next
+        waiter's own loop), so an async slot is released here too, even when its event loop
+        has closed (a stream returned out of ``asyncio.run()`` and collected later). Only a
+        foreign async-only slot falls back to running its ``__aexit__`` on its loop.
+        """
         cm = self._take()
         if cm is None:
             return
+        exc_info = (type(exc) if exc else None, exc, None)
         try:
-            if not self._async:
-                cm.__exit__(type(exc) if exc else None, exc, None)
+            sync_exit = getattr(cm, "__exit__", None)
+            if sync_exit is not None:
+                sync_exit(*exc_info)
                 return
-            coro = cm.__aexit__(type(exc) if exc else None, exc, None)
+            coro = cm.__aexit__(*exc_info)
             loop = self._loop
             try:
                 running = asyncio.get_running_loop()
@@ -58,6 +77,8 @@ class Slot:
                 asyncio.run_coroutine_threadsafe(coro, loop)
             else:
                 coro.close()
+                report("limiter_release", RuntimeError(
+                    "an async-only limiter slot outlived its event loop and was not released"))
         except Exception as err:
             report("limiter_release", err)
 
@@ -76,6 +97,8 @@ class Slot:
 
 
 def _slot_cm(name: str, attrs: dict) -> Any:
+    if not configured():  # no limiter configured: observe only, never act
+        return None
     wiring = _wiring()
     factory = getattr(wiring, name, None) if wiring is not None else None
     if factory is None:

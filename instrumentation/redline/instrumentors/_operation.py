@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from redline._api.guard import report
-from redline._api.model_call import ModelCall
+from redline._api.model_call import ModelCall, current_model_call
 from redline.instrumentors import _limits
 from redline.instrumentors._limits import Slot
 
-__all__ = ["Operation", "sync_operation", "async_operation", "server_of"]
+__all__ = ["Operation", "sync_operation", "async_operation", "server_of", "sdk_call"]
 
 
 class Operation:
@@ -51,10 +51,28 @@ def server_of(instance: Any) -> tuple[str | None, int | None]:
     return url.host or None, port
 
 
+def sdk_call(spec: dict, instance: Any) -> ModelCall:
+    """A :class:`ModelCall` for an SDK resource method: its HTTP attempts are counted at the
+    client's ``send`` (:mod:`redline.instrumentors._transport`), and its client's
+    ``max_retries`` bounds what the retry budget is asked."""
+    call = ModelCall(**spec)
+    call.sdk_attempts = True
+    max_retries = getattr(getattr(instance, "_client", None), "max_retries", None)
+    call.max_retries = max_retries if isinstance(max_retries, int) else None
+    return call
+
+
+def _nested() -> bool:
+    """An SDK call already runs in this context: a surface that calls another instrumented
+    one (a 1.x ``beta...parse`` calling ``create``) is one model call, not two."""
+    call = current_model_call()
+    return call is not None and call.sdk_attempts
+
+
 def _call_for(describe: Describe, instance: Any, args: tuple, kwargs: dict) -> ModelCall | None:
     try:
         spec = describe(instance, args, kwargs)
-        return None if spec is None else ModelCall(**spec)
+        return None if spec is None else sdk_call(spec, instance)
     except Exception as exc:
         report("describe", exc)
         return None
@@ -64,10 +82,10 @@ def sync_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
     """The wrapper of a synchronous SDK method that makes one model call."""
 
     def traced(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = _call_for(describe, instance, args, kwargs)
+        call = None if _nested() else _call_for(describe, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        slot = _limits.acquire_sync(call.attrs)
+        slot = _limits.acquire_sync(call.route)
         op = Operation(call, slot)
         call.start()
         token = call.activate()
@@ -90,10 +108,10 @@ def async_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
     """Async twin of :func:`sync_operation`."""
 
     async def traced(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = _call_for(describe, instance, args, kwargs)
+        call = None if _nested() else _call_for(describe, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        slot = await _limits.acquire_async(call.attrs)
+        slot = await _limits.acquire_async(call.route)
         op = Operation(call, slot)
         call.start()
         token = call.activate()

@@ -1,4 +1,4 @@
-"""Instrumentation of the ``anthropic`` SDK (2.x): ``messages.create`` and ``messages.stream``.
+"""Instrumentation of the ``anthropic`` SDK (0.28 - 2.x): ``messages`` and ``beta.messages``.
 
 ``messages.create(stream=True)`` returns a raw event stream, proxied like openai's.
 ``messages.stream(...)`` returns a context manager; the model call starts when it is entered
@@ -12,39 +12,38 @@ Example:
 
 from __future__ import annotations
 
-import importlib
+import logging
 from collections.abc import Collection
 from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
 
 from redline._api.guard import report
 from redline._api.model_call import ModelCall
-from redline.instrumentors import _attempts, _limits
+from redline.instrumentors import _attempts, _limits, _transport
 from redline.instrumentors._operation import (
     Operation,
     async_operation,
+    sdk_call,
     server_of,
     sync_operation,
 )
+from redline.instrumentors._patching import PatchSet, Target, find_class
 from redline.instrumentors._streams import AsyncStream, RawResponse, SyncStream
 
 __all__ = ["AnthropicInstrumentor", "SUPPORTED", "on_event"]
 
-SUPPORTED = "anthropic >= 2.0, < 3"
+# 0.28 is the first release whose MessageStream reads a separate raw event stream
+# (``_raw_stream``): that is what lets redline see every event of ``messages.stream()``
+# whichever helper (text_stream, until_done, get_final_message) the app reads it through.
+SUPPORTED = "anthropic >= 0.28, < 3"
 PROVIDER = "anthropic"
-_MESSAGES = "anthropic.resources.messages.messages"
-_HOOKS = (  # inside the retry loop; see redline.instrumentors._attempts
-    ("SyncAPIClient", "_attempt_request", _attempts.sync_attempt),
-    ("AsyncAPIClient", "_attempt_request", _attempts.async_attempt),
-    ("SyncAPIClient", "_sleep_for_retry", _attempts.sync_sleep),
-    ("AsyncAPIClient", "_sleep_for_retry", _attempts.async_sleep),
-    ("BaseClient", "_should_retry", _attempts.veto_bool),
-    ("BaseClient", "_should_retry_exception", _attempts.veto_pair),
-)
+_log = logging.getLogger("redline")
+_MESSAGES = "anthropic.resources.messages"  # a module before 0.4x, a package after
+BUDGET_NOTE = ("the retry budget can stop HTTP-status retries (429, 5xx) on every supported "
+               "anthropic version, and timeout/connection-error retries on releases with "
+               "BaseClient._should_retry_exception (recent 0.x, 1.x, 2.x)")
 
 
 def _describe(instance: Any, args: tuple, kwargs: dict, *, streaming: bool | None = None) -> dict:
@@ -54,37 +53,64 @@ def _describe(instance: Any, args: tuple, kwargs: dict, *, streaming: bool | Non
                 streaming=(kwargs.get("stream") is True) if streaming is None else streaming)
 
 
+def _input_tokens(usage: Any) -> int | None:
+    """Every prompt token the model took in, cached or not: ``input_tokens`` plus
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (anthropic reports them
+    apart; openai's ``prompt_tokens`` already includes its cached tokens)."""
+    parts = [getattr(usage, name, None) for name in
+             ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+    if parts[0] is None:
+        return None
+    return sum(int(p) for p in parts if isinstance(p, int))
+
+
+def _record_usage(call: ModelCall, usage: Any) -> None:
+    if usage is not None:
+        call.usage(input_tokens=_input_tokens(usage),
+                   output_tokens=getattr(usage, "output_tokens", None))
+
+
+def _block_start_is_output(event: Any) -> bool:
+    """A ``content_block_start`` of a tool call carries generated output (the tool's name)."""
+    block = getattr(event, "content_block", None)
+    kind = getattr(block, "type", "") or ""
+    return kind.endswith("tool_use") or bool(getattr(block, "text", None))
+
+
 def on_event(call: ModelCall, event: Any) -> None:
-    """A raw Messages stream event: content deltas are chunks; start and delta carry usage."""
+    """A raw Messages stream event: every ``content_block_delta`` (text, thinking, tool
+    input) and a tool call's ``content_block_start`` are generated output; start and delta
+    carry usage."""
     kind = getattr(event, "type", None)
-    call.chunk(content=kind == "content_block_delta")
+    call.chunk(content=kind == "content_block_delta"
+               or (kind == "content_block_start" and _block_start_is_output(event)))
     if kind == "message_start":
-        usage = getattr(getattr(event, "message", None), "usage", None)
-        if usage is not None:
-            call.usage(input_tokens=getattr(usage, "input_tokens", None),
-                       output_tokens=getattr(usage, "output_tokens", None))
+        message = getattr(event, "message", None)
+        call.response_model(getattr(message, "model", None))
+        _record_usage(call, getattr(message, "usage", None))
     elif kind == "message_delta":
-        usage = getattr(event, "usage", None)
-        if usage is not None:
-            call.usage(input_tokens=getattr(usage, "input_tokens", None),
-                       output_tokens=getattr(usage, "output_tokens", None))
+        _record_usage(call, getattr(event, "usage", None))
+
+
+def _raw_response_types() -> tuple[type, ...]:
+    """``with_raw_response`` gives a ``LegacyAPIResponse`` in many releases, else an APIResponse."""
+    found = [find_class("anthropic._response:BaseAPIResponse"),
+             find_class("anthropic._legacy_response:LegacyAPIResponse")]
+    return tuple(cls for cls in found if cls is not None)
 
 
 def _finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
     import anthropic
-    from anthropic._response import BaseAPIResponse
 
-    if kwargs.get("stream") is True and isinstance(result, BaseAPIResponse):
+    if kwargs.get("stream") is True and isinstance(result, _raw_response_types()):
         # with_raw_response / with_streaming_response: the body is still to come
         return RawResponse(result, op, on_event), True
     if isinstance(result, anthropic.Stream):
         return SyncStream(result, op, on_event), True
     if isinstance(result, anthropic.AsyncStream):
         return AsyncStream(result, op, on_event), True
-    usage = getattr(result, "usage", None)
-    if usage is not None:
-        op.call.usage(input_tokens=getattr(usage, "input_tokens", None),
-                      output_tokens=getattr(usage, "output_tokens", None))
+    _record_usage(op.call, getattr(result, "usage", None))
+    op.call.response_model(getattr(result, "model", None))
     return result, False
 
 
@@ -101,16 +127,17 @@ def _proxy_raw_stream(message_stream: Any, op: Operation, proxy_cls: type) -> No
 class _StreamManager(wrapt.ObjectProxy):
     """Proxy of ``MessageStreamManager``: the call runs from ``__enter__`` to the stream's end."""
 
-    def __init__(self, wrapped: Any, spec: dict | None) -> None:
+    def __init__(self, wrapped: Any, spec: dict | None, resource: Any) -> None:
         super().__init__(wrapped)
         self._self_spec = spec
+        self._self_resource = resource
         self._self_op: Operation | None = None
 
     def __enter__(self) -> Any:
         if self._self_spec is None:
             return self.__wrapped__.__enter__()
-        call = ModelCall(**self._self_spec)
-        op = self._self_op = Operation(call, _limits.acquire_sync(call.attrs))
+        call = sdk_call(self._self_spec, self._self_resource)
+        op = self._self_op = Operation(call, _limits.acquire_sync(call.route))
         call.start()
         token = call.activate()
         try:
@@ -135,16 +162,17 @@ class _StreamManager(wrapt.ObjectProxy):
 class _AsyncStreamManager(wrapt.ObjectProxy):
     """Async twin of :class:`_StreamManager` (``AsyncMessageStreamManager``)."""
 
-    def __init__(self, wrapped: Any, spec: dict | None) -> None:
+    def __init__(self, wrapped: Any, spec: dict | None, resource: Any) -> None:
         super().__init__(wrapped)
         self._self_spec = spec
+        self._self_resource = resource
         self._self_op: Operation | None = None
 
     async def __aenter__(self) -> Any:
         if self._self_spec is None:
             return await self.__wrapped__.__aenter__()
-        call = ModelCall(**self._self_spec)
-        op = self._self_op = Operation(call, await _limits.acquire_async(call.attrs))
+        call = sdk_call(self._self_spec, self._self_resource)
+        op = self._self_op = Operation(call, await _limits.acquire_async(call.route))
         call.start()
         token = call.activate()
         try:
@@ -174,32 +202,71 @@ def _stream_wrapper(manager_cls: type):
         except Exception as exc:
             report("describe", exc)
             spec = None
-        return manager_cls(manager, spec)
+        return manager_cls(manager, spec, instance)
 
     return traced
 
 
+_BETA = "anthropic.resources.beta.messages"
+
+
+def _targets() -> list[Target]:
+    messages = find_class(f"{_MESSAGES}:Messages")
+    amessages = find_class(f"{_MESSAGES}:AsyncMessages")
+    if messages is None or amessages is None:
+        return []
+    targets = []
+    # messages.* and beta.messages.* (where the release has them): create, parse, stream
+    for sync_cls, async_cls in ((messages, amessages),
+                                (find_class(f"{_BETA}:Messages"),
+                                 find_class(f"{_BETA}:AsyncMessages"))):
+        if sync_cls is None or async_cls is None:
+            continue
+        for method in ("create", "parse"):
+            if callable(getattr(sync_cls, method, None)):
+                targets.append(Target(sync_cls, method, sync_operation(_describe, _finish)))
+            if callable(getattr(async_cls, method, None)):
+                targets.append(Target(async_cls, method, async_operation(_describe, _finish)))
+        if callable(getattr(sync_cls, "stream", None)):
+            targets.append(Target(sync_cls, "stream", _stream_wrapper(_StreamManager)))
+        if callable(getattr(async_cls, "stream", None)):
+            targets.append(Target(async_cls, "stream", _stream_wrapper(_AsyncStreamManager)))
+    base = find_class("anthropic._base_client:BaseClient")
+    if base is not None:
+        targets.append(Target(base, "_should_retry", _attempts.veto_bool))
+        if callable(getattr(base, "_should_retry_exception", None)):
+            targets.append(Target(base, "_should_retry_exception", _attempts.veto_pair))
+    return targets
+
+
 class AnthropicInstrumentor(BaseInstrumentor):
-    """Records every model call made through the ``anthropic`` SDK; see the module docstring."""
+    """Records every model call made through the ``anthropic`` SDK; see the module docstring.
+
+    All-or-nothing: every wrapper is applied or none is (one INFO line says why);
+    ``uninstrument()`` restores every original.
+    """
+
+    _patches = PatchSet("anthropic")
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (SUPPORTED,)
 
     def _instrument(self, **kwargs: Any) -> None:
-        wrap_function_wrapper(_MESSAGES, "Messages.create", sync_operation(_describe, _finish))
-        wrap_function_wrapper(_MESSAGES, "AsyncMessages.create",
-                              async_operation(_describe, _finish))
-        wrap_function_wrapper(_MESSAGES, "Messages.stream", _stream_wrapper(_StreamManager))
-        wrap_function_wrapper(_MESSAGES, "AsyncMessages.stream",
-                              _stream_wrapper(_AsyncStreamManager))
-        for cls, method, wrapper in _HOOKS:
-            wrap_function_wrapper("anthropic._base_client", f"{cls}.{method}", wrapper)
+        if self._patches.active:
+            return
+        targets = _targets()
+        if not targets:
+            _log.info("redline: anthropic: no Messages resource found; not instrumenting")
+            return
+        if not _transport.acquire("anthropic"):
+            _log.info("redline: anthropic: no HTTP client hook; not instrumenting anthropic")
+            return
+        if not self._patches.apply(targets):
+            _transport.release("anthropic")
+            return
+        if not any(t.name == "_should_retry_exception" for t in targets):
+            _log.info("redline: anthropic: %s", BUDGET_NOTE)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        messages = importlib.import_module(_MESSAGES)
-        for cls in ("Messages", "AsyncMessages"):
-            unwrap(getattr(messages, cls), "create")
-            unwrap(getattr(messages, cls), "stream")
-        base = importlib.import_module("anthropic._base_client")
-        for cls, method, _ in _HOOKS:
-            unwrap(getattr(base, cls), method)
+        self._patches.restore()
+        _transport.release("anthropic")

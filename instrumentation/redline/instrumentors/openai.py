@@ -1,4 +1,4 @@
-"""Instrumentation of the ``openai`` SDK (3.x): chat completions, responses, embeddings.
+"""Instrumentation of the ``openai`` SDK (1.26 - 3.x): chat completions, responses, embeddings.
 
 Works for OpenAI itself and any OpenAI-compatible server reached through ``base_url``
 (vLLM, SGLang, TGI, llama.cpp, Ollama...): ``server.address``/``server.port`` come from the
@@ -12,48 +12,70 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
 
 from redline._api.model_call import ModelCall
-from redline.instrumentors import _attempts
+from redline.instrumentors import _attempts, _transport
 from redline.instrumentors._operation import (
     Operation,
     async_operation,
     server_of,
     sync_operation,
 )
+from redline.instrumentors._patching import PatchSet, Target, find_class
 from redline.instrumentors._streams import AsyncStream, RawResponse, SyncStream
 
 __all__ = ["OpenAIInstrumentor", "SUPPORTED"]
 
-SUPPORTED = "openai >= 3.0, < 4"
+# 1.26 is the first release with ``stream_options={"include_usage": True}``, without which a
+# streamed call reports no tokens; it is also the floor of the official OTel GenAI openai
+# instrumentation. Older 1.x releases are refused (one ERROR line from BaseInstrumentor).
+SUPPORTED = "openai >= 1.26, < 4"
 PROVIDER = "openai"
+_log = logging.getLogger("redline")
 
-# (module, resource class whose ``create`` is wrapped, gen_ai.operation.name)
-_OPERATIONS = (
-    ("openai.resources.chat.completions.completions", "Completions", "chat"),
-    ("openai.resources.chat.completions.completions", "AsyncCompletions", "chat"),
-    ("openai.resources.responses.responses", "Responses", "chat"),
-    ("openai.resources.responses.responses", "AsyncResponses", "chat"),
-    ("openai.resources.embeddings", "Embeddings", "embeddings"),
-    ("openai.resources.embeddings", "AsyncEmbeddings", "embeddings"),
+_CHAT = "openai.resources.chat.completions"
+_BETA_CHAT = "openai.resources.beta.chat.completions"  # parse() lived here in 1.x
+_RESP = "openai.resources.responses"
+# (where the resource class has lived across releases, method, gen_ai.operation.name,
+#  chunk handler); a surface a release lacks is skipped (feature detection)
+_SURFACES = (
+    ((f"{_CHAT}:Completions",), "create", "chat", "chat"),
+    ((f"{_CHAT}:AsyncCompletions",), "create", "chat", "chat"),
+    ((f"{_CHAT}:Completions",), "parse", "chat", "chat"),  # structured outputs
+    ((f"{_CHAT}:AsyncCompletions",), "parse", "chat", "chat"),
+    ((f"{_BETA_CHAT}:Completions",), "parse", "chat", "chat"),
+    ((f"{_BETA_CHAT}:AsyncCompletions",), "parse", "chat", "chat"),
+    (("openai.resources.completions:Completions",), "create", "text_completion", "completion"),
+    (("openai.resources.completions:AsyncCompletions",), "create", "text_completion",
+     "completion"),
+    ((f"{_RESP}:Responses",), "create", "chat", "responses"),  # openai >= 1.66
+    ((f"{_RESP}:AsyncResponses",), "create", "chat", "responses"),
+    ((f"{_RESP}:Responses",), "parse", "chat", "responses"),
+    ((f"{_RESP}:AsyncResponses",), "parse", "chat", "responses"),
+    ((f"{_RESP}:Responses",), "retrieve", "chat", "responses"),  # only with stream=True
+    ((f"{_RESP}:AsyncResponses",), "retrieve", "chat", "responses"),
+    (("openai.resources.embeddings:Embeddings",), "create", "embeddings", "chat"),
+    (("openai.resources.embeddings:AsyncEmbeddings",), "create", "embeddings", "chat"),
 )
-_HOOKS = (  # inside the retry loop; see redline.instrumentors._attempts
-    ("SyncAPIClient", "_send_request", _attempts.sync_attempt),
-    ("AsyncAPIClient", "_send_request", _attempts.async_attempt),
-    ("SyncAPIClient", "_sleep_for_retry", _attempts.sync_sleep),
-    ("AsyncAPIClient", "_sleep_for_retry", _attempts.async_sleep),
-    ("_RequestBodyReplay", "rewind", _attempts.veto_bool),
-)
+# The chat.completions.stream() / responses.stream() helpers close the HTTP response
+# themselves, around redline's stream proxy: their close() must end the call too.
+_HELPER_STREAMS = ("openai.lib.streaming.chat:ChatCompletionStream",
+                   "openai.lib.streaming.chat:AsyncChatCompletionStream",
+                   "openai.lib.streaming.responses:ResponseStream",
+                   "openai.lib.streaming.responses:AsyncResponseStream")
+BUDGET_NOTE = ("the retry budget can stop HTTP-status retries (429, 5xx) on every supported "
+               "openai version, and timeout/connection-error retries on openai >= 3.0")
 
 
-def _describe(operation: str):
-    def describe(instance: Any, args: tuple, kwargs: dict) -> dict:
+def _describe(operation: str, method: str = "create"):
+    def describe(instance: Any, args: tuple, kwargs: dict) -> dict | None:
+        if method == "retrieve" and kwargs.get("stream") is not True:
+            return None  # fetching a stored response is not a model call; resuming its stream is
         address, port = server_of(instance)
         return dict(provider=PROVIDER, model=kwargs.get("model"), server_address=address,
                     server_port=port, operation=operation,
@@ -75,25 +97,64 @@ def _usage(call: ModelCall, usage: Any) -> None:
     call.usage(input_tokens=inp, output_tokens=out)
 
 
+# What counts as generated output for the TTFT (one rule for every API; see the metric
+# table): text, a tool or legacy function call, reasoning (``reasoning_content`` from vLLM /
+# DeepSeek-style servers, ``reasoning`` from others), or a refusal.
+_DELTA_OUTPUT = ("content", "tool_calls", "function_call", "refusal", "reasoning_content",
+                 "reasoning")
+
+
+def _has_output(delta: Any) -> bool:
+    if delta is None:
+        return False
+    for name in _DELTA_OUTPUT:  # noqa: SIM110 - a plain loop is the cheaper per chunk
+        if getattr(delta, name, None):
+            return True
+    return False
+
+
 def on_chat_chunk(call: ModelCall, chunk: Any) -> None:
-    """A ``ChatCompletionChunk``: content (text, tool call, refusal) or usage-only."""
+    """A ``ChatCompletionChunk``: generated output (see ``_DELTA_OUTPUT``) or usage-only."""
     content = False
     for choice in chunk.choices or ():
         delta = choice.delta
-        if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
+        if delta is not None and (delta.content or _has_output(delta)):  # text: the fast path
             content = True
             break
     call.chunk(content=content)
+    if call.wants_response_model:
+        call.response_model(getattr(chunk, "model", None))
     if chunk.usage is not None:
         _usage(call, chunk.usage)
 
 
+def on_completion_chunk(call: ModelCall, chunk: Any) -> None:
+    """A legacy ``Completion`` chunk (``completions.create(stream=True)``): ``choices[].text``."""
+    call.chunk(content=any(getattr(c, "text", None) for c in chunk.choices or ()))
+    if call.wants_response_model:
+        call.response_model(getattr(chunk, "model", None))
+    if getattr(chunk, "usage", None) is not None:
+        _usage(call, chunk.usage)
+
+
+# Responses stream events that end the response badly (the SDK does not raise for them)
+_FAILED_EVENTS = {"response.failed": "response_failed", "error": "stream_error"}
+
+
 def on_response_event(call: ModelCall, event: Any) -> None:
-    """A Responses API stream event: ``*.delta`` events are content; the final one has usage."""
+    """A Responses API stream event: every ``*.delta`` event is generated output (text,
+    reasoning, function-call arguments, refusal, audio); the final one has usage; a
+    ``response.failed`` or ``error`` event makes the call an error."""
     kind = getattr(event, "type", "") or ""
     call.chunk(content=kind.endswith(".delta"))
+    failed = _FAILED_EVENTS.get(kind)
+    if failed is not None:
+        call.error(failed)
+    response = getattr(event, "response", None)
+    if response is not None and call.wants_response_model:
+        call.response_model(getattr(response, "model", None))
     if kind in ("response.completed", "response.incomplete", "response.failed"):
-        _usage(call, getattr(getattr(event, "response", None), "usage", None))
+        _usage(call, getattr(response, "usage", None))
 
 
 def _finisher(on_chunk):
@@ -111,35 +172,91 @@ def _finisher(on_chunk):
         if isinstance(result, openai.AsyncStream):
             return AsyncStream(result, op, on_chunk), True
         _usage(op.call, getattr(result, "usage", None))
+        op.call.response_model(getattr(result, "model", None))
+        if getattr(result, "status", None) == "failed":  # a Responses object that failed
+            op.call.error("response_failed")
         return result, False
 
     return finish
 
 
-_ON_CHUNK = {"Completions": on_chat_chunk, "AsyncCompletions": on_chat_chunk,
-             "Responses": on_response_event, "AsyncResponses": on_response_event,
-             "Embeddings": on_chat_chunk, "AsyncEmbeddings": on_chat_chunk}
+_ON_CHUNK = {"chat": on_chat_chunk, "responses": on_response_event,
+             "completion": on_completion_chunk}
+
+
+def _helper_close(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        raw = getattr(instance, "_raw_stream", None)
+        if isinstance(raw, SyncStream | AsyncStream):
+            raw._self_end(None, abandoned=True)
+
+
+async def _ahelper_close(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        raw = getattr(instance, "_raw_stream", None)
+        if isinstance(raw, SyncStream | AsyncStream):
+            await raw._self_aend(None, abandoned=True)
+
+
+def _targets() -> tuple[list[Target], list[str]]:
+    """What to wrap in the installed openai, and what this version lacks (for the log)."""
+    targets, missing = [], []
+    for paths, method, operation, kind in _SURFACES:
+        cls = find_class(*paths)
+        if cls is None or not callable(getattr(cls, method, None)):
+            missing.append(f"{paths[0].rpartition(':')[2]}.{method}")
+            continue
+        factory = async_operation if cls.__name__.startswith("Async") else sync_operation
+        targets.append(Target(cls, method, factory(_describe(operation, method),
+                                                   _finisher(_ON_CHUNK[kind]))))
+    for path in _HELPER_STREAMS:
+        cls = find_class(path)
+        if cls is not None and callable(getattr(cls, "close", None)):
+            wrapper = _ahelper_close if cls.__name__.startswith("Async") else _helper_close
+            targets.append(Target(cls, "close", wrapper))
+    # the retry budget's veto: openai 3.x asks _RequestBodyReplay.rewind before every retry;
+    # earlier loops ask BaseClient._should_retry before HTTP-status retries only
+    replay = find_class("openai._base_client:_RequestBodyReplay")
+    if replay is not None:
+        targets.append(Target(replay, "rewind", _attempts.veto_bool))
+    else:
+        base = find_class("openai._base_client:BaseClient")
+        if base is not None:
+            targets.append(Target(base, "_should_retry", _attempts.veto_bool))
+    return targets, missing
 
 
 class OpenAIInstrumentor(BaseInstrumentor):
-    """Records every model call made through the ``openai`` SDK; see the module docstring."""
+    """Records every model call made through the ``openai`` SDK; see the module docstring.
+
+    All-or-nothing: every wrapper is applied or none is (one INFO line says why);
+    ``uninstrument()`` restores every original.
+    """
+
+    _patches = PatchSet("openai")
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (SUPPORTED,)
 
     def _instrument(self, **kwargs: Any) -> None:
-        for module, cls, operation in _OPERATIONS:
-            factory = async_operation if cls.startswith("Async") else sync_operation
-            wrap_function_wrapper(module, f"{cls}.create",
-                                  factory(_describe(operation), _finisher(_ON_CHUNK[cls])))
-        for cls, method, wrapper in _HOOKS:
-            wrap_function_wrapper("openai._base_client", f"{cls}.{method}", wrapper)
+        if self._patches.active:
+            return
+        targets, missing = _targets()
+        if not _transport.acquire("openai"):
+            _log.info("redline: openai: no HTTP client hook; not instrumenting openai")
+            return
+        if not self._patches.apply(targets):
+            _transport.release("openai")
+            return
+        if missing:
+            _log.debug("redline: openai: this version has no %s", ", ".join(missing))
+        if find_class("openai._base_client:_RequestBodyReplay") is None:
+            _log.info("redline: openai: %s", BUDGET_NOTE)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import importlib
-
-        for module, cls, _ in _OPERATIONS:
-            unwrap(getattr(importlib.import_module(module), cls), "create")
-        base = importlib.import_module("openai._base_client")
-        for cls, method, _ in _HOOKS:
-            unwrap(getattr(base, cls), method)
+        self._patches.restore()
+        _transport.release("openai")

@@ -18,7 +18,7 @@ import math
 import re
 
 from redline.config import Config, Target, duration_seconds
-from redline.semconv import METRICS, Attr, prom_label
+from redline.semconv import CANCELLED, METRICS, Attr, prom_label
 from redline_operator.alerts import queries as q
 from redline_operator.alerts import rules as r
 from redline_operator.promql import quote
@@ -360,6 +360,17 @@ def _error_budget(t: Target, ex: _Expect, first_only: bool = False) -> list[dict
                 f"{burn_s / 3600:.3g}h after {quiet_s / 3600:g}h quiet: {verdict}", iv,
                 [_series(metric, _call_labels(ex), ok), _series(metric, err_labels, bad)],
                 [_check(end, name, *exp)]))
+    if first_only:
+        return tests
+    # calls the caller cancelled are not failures: the same 6x burn as cancellations is quiet
+    ratio, burn = 6.0 * e * 1.05, int(2100 / iv) + 1
+    per = 1000 * iv / 60
+    cancelled = _call_labels(ex, **{prom_label(Attr.ERROR_TYPE): CANCELLED})
+    tests.append(_test(
+        f"{name}: {ratio:.4g} cancelled calls (6x budget) for 0.583h: quiet", iv,
+        [_series(metric, _call_labels(ex), _ramp(0, per * (1 - ratio), burn)),
+         _series(metric, cancelled, _ramp(0, per * ratio, burn))],
+        [_check(2100, name)]))
     return tests
 
 

@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 from redline.config import Target, duration_seconds
-from redline.semconv import METRICS, Attr, External, prom_label
+from redline.semconv import CANCELLED, METRICS, Attr, External, prom_label
 from redline_operator import promql
 
 __all__ = [
@@ -126,7 +126,9 @@ def sessions_raw(target: Target, fresh: str = promql.DEFAULT_FRESH_WINDOW) -> st
 
 
 def _p95(metric: str, target: Target) -> str:
-    return f"histogram_quantile(0.95, sum(rate({metric}{target_selector(target)}[1m])))"
+    """p95 over 1m from the native histogram, or the classic ``_bucket`` series when the
+    process exported explicit buckets (see :func:`redline_operator.promql.histogram_quantile`)."""
+    return promql.histogram_quantile(0.95, metric, target_selector(target)[1:-1], "1m")
 
 
 def ttft_p95_raw(target: Target) -> str:
@@ -148,10 +150,15 @@ def retry_ratio_raw(target: Target) -> str:
 
 
 def error_ratio_raw(target: Target, window: str) -> str:
-    """Failed calls (``error_type`` set) over all finished calls in ``window``."""
-    failed = target_selector(target, f'{_ERROR}!=""')
+    """Failed calls (``error_type`` set) over all finished calls in ``window``. Calls the
+    caller cancelled (``error_type="cancelled"``) count on neither side: giving up is not
+    a failure of the target, so it burns no error budget."""
+    not_cancelled = f'{_ERROR}!="{CANCELLED}"'
+    failed = target_selector(target, f'{_ERROR}!=""', not_cancelled)
+    finished = target_selector(target, not_cancelled)
     errors = f"sum(rate({METRICS.REQUESTS.prom}{failed}[{window}]))"
-    return f"{errors}\n/\n{request_rate_raw(target, window)}"
+    total = f"sum(rate({METRICS.REQUESTS.prom}{finished}[{window}]))"
+    return f"{errors}\n/\n{total}"
 
 
 # --- alert expressions --------------------------------------------------------------------

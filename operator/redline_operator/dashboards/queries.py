@@ -10,9 +10,10 @@ Panels that carry a threshold or SLO line show what the alert compares with it: 
 recording rules of :mod:`redline_operator.alerts.queries` (``redline:target_*``, 1m/5m
 windows, label ``target``), so a line crosses its threshold exactly when the alert's
 condition holds. Finer views (raw series over ``$__rate_interval``, about 20 s on
-redline's 5 s scrape) are labelled "raw" in their legend. Latency histograms are native
-histograms: quantiles come from ``histogram_quantile`` over ``rate()`` of the histogram
-itself, counts from ``histogram_count``.
+redline's 5 s scrape) are labelled "raw" in their legend. Latency histograms work native
+or classic: quantiles come from ``histogram_quantile`` over the native histogram ``or``
+over the classic ``_bucket`` series (a process that exported explicit buckets), counts and
+sums likewise (:func:`redline_operator.promql.histogram_quantile`, ``histogram_rate``).
 
 Grafana variables used: ``$job`` (OTel ``service.name``), ``$model``
 (``gen_ai.request.model``), ``$target`` (a target name of ``redline.yaml``),
@@ -28,7 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redline.config import Target
-from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
+from redline.semconv import CANCELLED, METRICS, Attr, External, MetricSpec, prom_label
+from redline_operator import promql
 from redline_operator.alerts import queries as rules
 from redline_operator.promql import DEFAULT_FRESH_WINDOW, fresh, target_matchers
 
@@ -107,8 +109,7 @@ def per_target(targets: Sequence[Target], build: Callable[[Target], str]) -> str
 
 
 def _quantile(q: float, spec: MetricSpec, sel: str, by: str = "") -> str:
-    group = f" by ({by})" if by else ""
-    return f"histogram_quantile({q}, sum{group}(rate({spec.prom}{{{sel}}}[{RATE}])))"
+    return "(" + promql.histogram_quantile(q, spec.prom, sel, RATE, by) + ")"
 
 
 def _in_flight(sel: str, window: str, by: str = "") -> str:
@@ -216,20 +217,27 @@ def latency_p95_by_model(spec: MetricSpec = METRICS.OPERATION_DURATION) -> Query
 # --- throughput, errors, retries ------------------------------------------------------
 
 def throughput_by_outcome() -> list[Query]:
-    """Finished model calls per second, split into ok and failed."""
+    """Finished model calls per second: ok, failed (by error type), and cancelled by the
+    caller beside them (``error.type="cancelled"``, not a failure)."""
     spec, sel = METRICS.REQUESTS, model_selector()
+    failed = f'{ERROR_LABEL}!="",{ERROR_LABEL}!="{CANCELLED}"'
     return [
         Query(f'sum(rate({spec.prom}{{{sel},{ERROR_LABEL}=""}}[{RATE}]))', "ok"),
-        Query(f'sum by ({ERROR_LABEL}) (rate({spec.prom}{{{sel},{ERROR_LABEL}!=""}}[{RATE}]))',
+        Query(f"sum by ({ERROR_LABEL}) (rate({spec.prom}{{{sel},{failed}}}[{RATE}]))",
               f"error {{{{{ERROR_LABEL}}}}}"),
+        Query(f'sum(rate({spec.prom}{{{sel},{ERROR_LABEL}="{CANCELLED}"}}[{RATE}]))',
+              "cancelled"),
     ]
 
 
 def error_ratio(legend: str = "error ratio") -> Query:
-    """Share of finished model calls that failed."""
+    """Share of finished model calls that failed; calls the caller cancelled count on
+    neither side (the SLO's definition, as in the burn-rate rules)."""
     spec, sel = METRICS.REQUESTS, model_selector()
-    return Query(f'(sum(rate({spec.prom}{{{sel},{ERROR_LABEL}!=""}}[{RATE}])) or vector(0)) / '
-                 f"sum(rate({spec.prom}{{{sel}}}[{RATE}]))", legend)
+    failed = f'{ERROR_LABEL}!="",{ERROR_LABEL}!="{CANCELLED}"'
+    return Query(f"(sum(rate({spec.prom}{{{sel},{failed}}}[{RATE}])) or vector(0)) / "
+                 f'sum(rate({spec.prom}{{{sel},{ERROR_LABEL}!="{CANCELLED}"}}[{RATE}]))',
+                 legend)
 
 
 def retries_by_cause(suffix: str = "") -> Query:
@@ -258,7 +266,7 @@ def littles_law() -> list[Query]:
     return [
         Query(f"sum(avg_over_time({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}}[{RATE}]))",
               "measured in-flight (L)"),
-        Query(f"sum(histogram_sum(rate({METRICS.OPERATION_DURATION.prom}{{{sel}}}[{RATE}])))",
+        Query(promql.histogram_rate(METRICS.OPERATION_DURATION.prom, sel, RATE, "sum"),
               "throughput x latency (lambda W)"),
     ]
 

@@ -76,10 +76,13 @@ class MessagesDialect:
 
     @staticmethod
     def _message(ctx: Context, content: list, stop_reason: str | None, output: int) -> dict:
+        # x-sim-cached-tokens: that many prompt tokens are reported as cache reads, apart
+        # from input_tokens (as the real API does)
+        cached = min(ctx.params.get("cached_tokens", 0), ctx.prompt_tokens)
         return {"id": ctx.req_id, "type": "message", "role": "assistant", "model": ctx.model,
                 "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": output,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+                "usage": {"input_tokens": ctx.prompt_tokens - cached, "output_tokens": output,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}}
 
 
 class MessagesToolDialect(MessagesDialect):
@@ -142,6 +145,8 @@ async def messages(request: Request) -> Response:
         calls = plan_tool_calls(request, body, msgs, ctx.req_id)
     except BadRequest as exc:
         return JSONResponse(_error_body(400, str(exc)), 400)
+    cached = request.headers.get("x-sim-cached-tokens", "0")
+    ctx.params["cached_tokens"] = int(cached) if cached.isdigit() else 0
     dialect = MessagesToolDialect(calls) if calls else MessagesDialect()
     return await serve_request(state, dialect, ctx, bool(body.get("stream")))
 

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from redline_operator.sim.config import SimConfig
 from redline_operator.sim.engine import Engine, QueueFull, Sequence
-from redline_operator.sim.faults import DropFault, FaultPlan, SlowFault, StatusFault
+from redline_operator.sim.faults import DropFault, FaultPlan, ResetFault, SlowFault, StatusFault
 from redline_operator.sim.requestlog import RequestLog, RequestRecord
 from redline_operator.sim.tokens import TokenText
 
@@ -128,6 +128,10 @@ async def serve_request(state: SimState, dialect: Dialect, ctx: Context, stream:
     if isinstance(fault, StatusFault):
         message = fault.message or f"simulated fault: HTTP {fault.status}"
         return _error(rec, dialect, fault.status, message, fault.retry_after, "error")
+    if isinstance(fault, ResetFault):
+        rec.status, rec.outcome, rec.finished = 0, "reset", time.time()
+        state.drop_filter.expected += 1
+        return _Reset()
     if isinstance(fault, SlowFault):
         await asyncio.sleep(fault.delay)
     try:
@@ -145,6 +149,23 @@ def _error(rec: RequestRecord, dialect: Dialect, status: int, message: str,
     rec.status, rec.outcome, rec.finished = status, outcome, time.time()
     headers = {"x-request-id": rec.id, "request-id": rec.id, **_retry_headers(retry_after)}
     return JSONResponse(dialect.error_body(status, message), status, headers=headers)
+
+
+class _Reset(Response):
+    """No response at all: the connection is aborted (uvicorn's transport, found through its
+    ``receive`` callable), so the client's attempt fails with a connection error."""
+
+    def __init__(self) -> None:
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = getattr(receive, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None:  # not uvicorn: the closest thing is an empty 502
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        transport.abort()
 
 
 class _Following(Response):

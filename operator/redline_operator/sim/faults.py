@@ -6,7 +6,8 @@ fault is drawn, so a test states exactly what the next requests will see::
     [{"kind": "status", "status": 429, "retry_after": 0.05, "count": 2},
      {"kind": "status", "status": 500, "count": 1},
      {"kind": "slow", "delay": 3.0, "count": 1},
-     {"kind": "drop_stream", "after_chunks": 3, "count": 1}]
+     {"kind": "drop_stream", "after_chunks": 3, "count": 1},
+     {"kind": "reset", "count": 1}]
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from redline_operator.sim.config import SimConfig
 
-__all__ = ["StatusFault", "SlowFault", "DropFault", "Fault", "FaultScript", "FaultPlan"]
+__all__ = ["StatusFault", "SlowFault", "DropFault", "ResetFault", "Fault", "FaultScript",
+           "FaultPlan"]
 
 
 class _FaultBase(BaseModel):
@@ -67,7 +69,18 @@ class DropFault(_FaultBase):
         return f"drop_stream:{self.after_chunks}"
 
 
-Fault = Annotated[StatusFault | SlowFault | DropFault, Field(discriminator="kind")]
+class ResetFault(_FaultBase):
+    """Abort the TCP connection before any response byte: the client sees a connection
+    error (not a status, not a timeout). Logged with ``status`` 0 and outcome ``reset``."""
+
+    kind: Literal["reset"]
+
+    def describe(self) -> str:
+        """Short label used in the request log."""
+        return "reset"
+
+
+Fault = Annotated[StatusFault | SlowFault | DropFault | ResetFault, Field(discriminator="kind")]
 FaultScript = TypeAdapter(list[Fault])
 
 

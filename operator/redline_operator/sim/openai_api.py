@@ -1,4 +1,9 @@
-"""OpenAI dialect: chat completions, responses, embeddings and the model list.
+"""OpenAI dialect: chat completions, responses, legacy completions, embeddings, models.
+
+Request headers steer what a test needs: ``x-sim-reasoning-tokens: N`` (chat: the first N
+tokens stream as ``reasoning_content`` deltas), ``x-sim-outcome: failed|error`` (a
+Responses stream ends with ``response.failed`` or an ``error`` event instead of
+``response.completed``).
 
 Shapes follow the OpenAI API reference closely enough for the official ``openai`` SDK
 to parse them, streaming helpers included. A chat stream carries one chunk per output
@@ -31,7 +36,7 @@ from redline_operator.sim.tokens import TokenText, estimate_tokens
 from redline_operator.sim.toolcalls import ToolCall, fragments, plan_tool_calls
 
 __all__ = ["routes", "ChatDialect", "ChatToolDialect", "ResponsesDialect",
-           "ResponsesToolDialect", "EmbeddingsDialect"]
+           "ResponsesToolDialect", "EmbeddingsDialect", "CompletionsDialect"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 404: "not_found_error", 429: "rate_limit_error"}
@@ -64,8 +69,10 @@ class ChatDialect:
         return []
 
     def chunk(self, ctx: Context, index: int, text: str) -> bytes:
-        delta: dict[str, Any] = {"role": "assistant", "content": text} if index == 0 else {
-            "content": text}
+        # x-sim-reasoning-tokens: the first tokens come as reasoning deltas, like a
+        # reasoning model served by vLLM (``reasoning_content``)
+        key = "reasoning_content" if index < ctx.params.get("reasoning_tokens", 0) else "content"
+        delta: dict[str, Any] = {"role": "assistant", key: text} if index == 0 else {key: text}
         last = index == ctx.max_tokens - 1
         return sse(self._chunk(ctx, [{"index": 0, "delta": delta, "logprobs": None,
                                        "finish_reason": "stop" if last else None}]))
@@ -116,6 +123,14 @@ class ResponsesDialect:
                            output_index=0, content_index=0, delta=text, logprobs=[])
 
     def tail(self, ctx: Context) -> list[bytes]:
+        outcome = ctx.params.get("outcome")  # x-sim-outcome: how the stream ends badly
+        if outcome == "failed":
+            failed = {**self._response(ctx, "failed", []),
+                      "error": {"code": "server_error", "message": "simulated failure"}}
+            return [self._event(ctx, "response.failed", response=failed)]
+        if outcome == "error":
+            return [self._event(ctx, "error", code="server_error", message="simulated error",
+                                param=None)]
         item_id, text = self._item_id(ctx), ctx.text.text(ctx.output_tokens)
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
         return [
@@ -308,7 +323,13 @@ async def chat_completions(request: Request) -> Response:
     except BadRequest as exc:
         return JSONResponse(_error_body(400, str(exc)), 400)
     ctx.params["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
+    ctx.params["reasoning_tokens"] = _header_int(request, "x-sim-reasoning-tokens")
     return await serve_request(state, dialect, ctx, bool(body.get("stream")))
+
+
+def _header_int(request: Request, name: str) -> int:
+    raw = request.headers.get(name, "0")
+    return int(raw) if raw.isdigit() else 0
 
 
 async def responses(request: Request) -> Response:
@@ -326,7 +347,70 @@ async def responses(request: Request) -> Response:
                    or ResponsesDialect())
     except BadRequest as exc:
         return JSONResponse(_error_body(400, str(exc)), 400)
+    ctx.params["outcome"] = request.headers.get("x-sim-outcome")
     return await serve_request(state, dialect, ctx, bool(body.get("stream")))
+
+
+async def retrieve_response(request: Request) -> Response:
+    """``GET /v1/responses/{id}?stream=true``: the sim stores nothing, so resuming a
+    response's stream streams a fresh one (``sim-model``, the default length)."""
+    state, cfg = _state(request), _state(request).config
+    if request.query_params.get("stream") != "true":
+        return JSONResponse(_error_body(404, "the sim keeps no responses"), 404)
+    ctx = _new_ctx(state, ResponsesDialect.id_prefix, "sim-model", cfg.prompt_tokens or 1,
+                   cfg.default_output_tokens)
+    return await serve_request(state, ResponsesDialect(), ctx, True)
+
+
+class CompletionsDialect:
+    """Legacy ``/v1/completions`` (what many vLLM clients still call): ``choices[].text``."""
+
+    endpoint = "/v1/completions"
+    id_prefix = "cmpl-"
+    error_body = staticmethod(_error_body)
+
+    def body(self, ctx: Context) -> dict:
+        return {**self._chunk(ctx, [{"index": 0, "text": ctx.text.text(ctx.output_tokens),
+                                      "finish_reason": "stop", "logprobs": None}]),
+                "usage": _usage(ctx)}
+
+    def head(self, ctx: Context) -> list[bytes]:
+        return []
+
+    def chunk(self, ctx: Context, index: int, text: str) -> bytes:
+        last = index == ctx.max_tokens - 1
+        return sse(self._chunk(ctx, [{"index": 0, "text": text, "logprobs": None,
+                                      "finish_reason": "stop" if last else None}]))
+
+    def tail(self, ctx: Context) -> list[bytes]:
+        out = []
+        if ctx.params.get("include_usage"):
+            out.append(sse({**self._chunk(ctx, []), "usage": _usage(ctx)}))
+        out.append(sse("[DONE]"))
+        return out
+
+    @staticmethod
+    def _chunk(ctx: Context, choices: list) -> dict:
+        return {"id": ctx.req_id, "object": "text_completion", "created": ctx.created,
+                "model": ctx.model, "system_fingerprint": None, "choices": choices}
+
+
+async def completions(request: Request) -> Response:
+    state, cfg = _state(request), _state(request).config
+    try:
+        body = await read_body(request)
+        prompt_text = body.get("prompt")
+        if prompt_text in (None, "", []):
+            raise BadRequest("prompt must be a non-empty string or list")
+        prompt = prompt_tokens_for(request, cfg.prompt_tokens,
+                                   estimate_tokens([prompt_text], cfg.chars_per_token))
+        max_tokens = positive_int(body, "max_tokens", default=cfg.default_output_tokens)
+        ctx = _new_ctx(state, CompletionsDialect.id_prefix, body.get("model"), prompt,
+                       max_tokens)
+    except BadRequest as exc:
+        return JSONResponse(_error_body(400, str(exc)), 400)
+    ctx.params["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
+    return await serve_request(state, CompletionsDialect(), ctx, bool(body.get("stream")))
 
 
 async def embeddings(request: Request) -> Response:
@@ -360,6 +444,8 @@ async def models(request: Request) -> Response:
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/responses", responses, methods=["POST"]),
+    Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
+    Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
 ]
