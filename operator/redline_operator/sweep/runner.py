@@ -71,6 +71,8 @@ class SweepResult:
     finished_at: str | None = None
     rules: AcceptRules = AcceptRules()
     workload: dict = field(default_factory=dict)
+    #: per step, client vs server as Prometheus saw it (``--prometheus``), else empty
+    server_view: list = field(default_factory=list)
 
     @property
     def analysis(self) -> Analysis:
@@ -96,6 +98,7 @@ class SweepResult:
             "recommended_cap": a.recommended_cap,
             "analysis": a.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
+            "server_view": [v.to_dict() for v in self.server_view],
         }
 
 
