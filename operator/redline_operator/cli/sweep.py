@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         if telemetry is not None:
             telemetry()
     if args.prometheus:
-        result.server_view = _read_back(args, windows)
+        result.server_view = _read_back(args, windows, result.steps)
     paths = write_report(result, args.out, plot=not args.no_plot)
     _print_summary(result, paths)
     if args.write_threshold:
@@ -199,7 +199,8 @@ def _start_telemetry():
     return undo
 
 
-def _read_back(args: argparse.Namespace, windows: list[tuple[int, float, float]]) -> list:
+def _read_back(args: argparse.Namespace, windows: list[tuple[int, float, float]],
+               steps: list) -> list:
     """Every step's window read back from Prometheus once the last samples have landed."""
     import time
 
@@ -213,7 +214,8 @@ def _read_back(args: argparse.Namespace, windows: list[tuple[int, float, float]]
     try:
         with PrometheusClient(args.prometheus) as prom:
             return [read_step_view(prom, start, end, concurrency=c, client_sel=client_sel,
-                                   server_sel=server_sel) for c, start, end in windows]
+                                   server_sel=server_sel, client_ttft_p95=step.ttft_p95)
+                    for (c, start, end), step in zip(windows, steps, strict=True)]
     except PrometheusError as exc:
         raise CliError(f"--prometheus {args.prometheus}: {exc}") from None
 

@@ -14,7 +14,11 @@ back:
 * client TTFT p95 against the server's ``vllm:time_to_first_token_seconds`` p95: the
   client's includes the HTTP round trip, detokenisation and the SSE framing, so it is
   never below the server's; the gap is that overhead, and it grows when the API server
-  process, not the engine, is the bottleneck.
+  process, not the engine, is the bottleneck. The sweep reads its streams raw (parsing a
+  pydantic model per chunk would make the client the bottleneck), where redline's
+  instrumentation sees the end of the body but not the first chunk, so the client's TTFT
+  p95 is the sweep's own measurement (monotonic clock, every request of the window);
+  ``client_ttft_p95_prometheus`` is filled when the client's TTFT histogram exists.
 
 The server's p95 is interpolated inside a classic bucket (vLLM's defaults are coarse:
 0.1, 0.25, 0.5, 0.75, 1 s...), so the bucket holding it is reported too.
@@ -51,6 +55,7 @@ class StepView:
     server_running: float | None
     server_waiting: float | None
     client_ttft_p95: float | None
+    client_ttft_p95_prometheus: float | None
     server_ttft_p95: float | None
     server_ttft_bucket: tuple[float, float] | None
 
@@ -101,8 +106,13 @@ def server_ttft_p95(prom: PrometheusClient, window: str, at: float, server_sel: 
 
 
 def read_step_view(prom: PrometheusClient, start: float, end: float, *, concurrency: int,
-                   client_sel: str, server_sel: str) -> StepView:
-    """Read one step's window [start, end] (Unix seconds) back from Prometheus."""
+                   client_sel: str, server_sel: str, client_ttft_p95: float | None = None
+                   ) -> StepView:
+    """Read one step's window [start, end] (Unix seconds) back from Prometheus.
+
+    ``rate()`` needs two scrapes of the server inside the window: keep steps at least two
+    scrape intervals long (10 s with the native stack's 5 s).
+    """
     window = f"{max(2, int(end - start))}s"
 
     def scalar(expr: str) -> float | None:
@@ -115,6 +125,7 @@ def read_step_view(prom: PrometheusClient, start: float, end: float, *, concurre
         client_in_flight=scalar(_avg(in_flight(client_sel), window)),
         server_running=scalar(_avg(f"sum({External.VLLM_RUNNING}{{{server_sel}}})", window)),
         server_waiting=scalar(_avg(f"sum({External.VLLM_WAITING}{{{server_sel}}})", window)),
-        client_ttft_p95=scalar(quantile(0.95, METRICS.TIME_TO_FIRST_CHUNK, window,
-                                        client_sel)),
+        client_ttft_p95=client_ttft_p95,
+        client_ttft_p95_prometheus=scalar(quantile(0.95, METRICS.TIME_TO_FIRST_CHUNK, window,
+                                                   client_sel)),
         server_ttft_p95=p95, server_ttft_bucket=bucket)
