@@ -91,7 +91,7 @@ def test_page_reaches_pager_in_time_and_not_below_threshold(stack):
     _reload(stack)
     prom = PrometheusClient(stack.prometheus_url)
     groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()
-    assert "redline_operator.sim" in {g["name"] for g in groups["data"]["groups"]}, \
+    assert "redline.sim" in {g["name"] for g in groups["data"]["groups"]}, \
         "Prometheus did not load alerts/sim.rules.yml"
     busy = prom.scalar(q.recorded(q.CONCURRENCY, sim_t))
     assert not busy, f"another process already drives target sim ({busy} in flight)"

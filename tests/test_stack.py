@@ -120,7 +120,7 @@ def test_promtool_checks_prometheus_config(stack_binaries: Path, repo_root: Path
 
 @pytest.mark.stack
 def test_amtool_checks_fallback_alertmanager_config(stack_binaries: Path, repo_root: Path) -> None:
-    fallback = repo_root / "instrumentation" / "redline" / "stack" / "alertmanager-fallback.yaml"
+    fallback = repo_root / "operator" / "redline_operator" / "stack" / "alertmanager-fallback.yaml"
     out = subprocess.run(
         [str(stack_binaries / "amtool"), "check-config", str(fallback)],
         capture_output=True,
