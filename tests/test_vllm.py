@@ -98,6 +98,13 @@ def vllm(stack, repo_root):
     except VllmError as exc:
         pytest.fail(f"{exc} (make test installs it)")
     _reload(stack)  # prometheus.yml's vllm job and alerts/vllm.rules.yml
+    stale = _unresolved_pages(stack)
+    if stale:
+        pytest.fail(
+            f"the local pager holds vllm pages that were never resolved ({stale}): a session "
+            "stopped the stack before Alertmanager sent their resolution, so Alertmanager "
+            "would silently deduplicate this module's page for its 4 h repeat_interval. "
+            "Run `redline stack down && redline stack clean` (inside flock) and retry.")
     server = VllmServer(repo_root, max_num_seqs=MAX_NUM_SEQS)
     began = time.monotonic()
     server.start()
@@ -111,6 +118,11 @@ def vllm(stack, repo_root):
         yield server
     finally:
         server.stop()
+        # leave Alertmanager clean: its notification log would otherwise swallow the next
+        # session's identical page (same labels, within repeat_interval)
+        deadline = time.monotonic() + 150
+        while _unresolved_pages(stack) and time.monotonic() < deadline:
+            time.sleep(2)
     # no orphans: the API server and its engine-core children were one process group
     # (exited children may linger as zombies until PID 1 reaps them; they do not run)
     ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(pgid)],
@@ -118,6 +130,17 @@ def vllm(stack, repo_root):
     running = [line for line in ps if line.split()[1][0] != "Z"]
     assert not running, f"processes of vLLM's group {pgid} outlived stop(): {running}"
     assert not server.target_file.exists()
+
+
+def _unresolved_pages(stack) -> list[str]:
+    """vllm pages whose last notification was 'firing' (no resolution received yet)."""
+    last: dict[str, str] = {}
+    for page in stack.pages():
+        for alert in page["payload"].get("alerts", []):
+            labels = alert["labels"]
+            if labels.get("target") == "vllm" and labels.get("severity") == "page":
+                last[labels.get("alertname", "?")] = alert["status"]
+    return sorted(name for name, status in last.items() if status == "firing")
 
 
 def _concurrency_pages(stack, since: float) -> list[tuple[float, dict]]:
@@ -287,7 +310,7 @@ def test_sweep_finds_the_knee_of_vllm_and_agrees_with_the_server(vllm, stack, tm
         [sys.executable, "-m", "redline_operator", "sweep", "--base-url", f"{vllm.url}/v1",
          "--model", SERVED_MODEL, "--fixed-length", "--levels", "1,2,3,4,5,6,8",
          "--prompt-tokens", "64", "--output-tokens", "32", "--warmup", "2",
-         "--min-duration", "11", "--min-requests", "10", "--max-retries", "0",
+         "--min-duration", "20", "--min-requests", "20", "--max-retries", "0",
          "--instrument", "--prometheus", stack.prometheus_url, "--out", str(out),
          "--no-plot", "--config", str(config), "--target", "vllm", "--write-threshold"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -48,9 +48,8 @@ HOST = "127.0.0.1"
 #: ``--custom-histogram-buckets`` replaces them (dashboards work with either).
 TTFT_BUCKETS = (
     [round(0.01 * i, 3) for i in range(1, 10)]
-    + [round(0.1 + 0.025 * i, 3) for i in range(0, 16)]
-    + [round(0.5 + 0.05 * i, 3) for i in range(1, 11)]
-    + [round(1.0 + 0.1 * i, 3) for i in range(1, 21)]
+    + [round(0.1 + 0.025 * i, 3) for i in range(0, 37)]
+    + [round(1.0 + 0.05 * i, 3) for i in range(1, 41)]
     + [3.5, 4.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0])
 
 
