@@ -309,8 +309,8 @@ def test_sweep_finds_the_knee_of_vllm_and_agrees_with_the_server(vllm, stack, tm
     proc = subprocess.run(
         [sys.executable, "-m", "redline_operator", "sweep", "--base-url", f"{vllm.url}/v1",
          "--model", SERVED_MODEL, "--fixed-length", "--levels", "1,2,3,4,5,6,8",
-         "--prompt-tokens", "64", "--output-tokens", "32", "--warmup", "2",
-         "--min-duration", "20", "--min-requests", "20", "--max-retries", "0",
+         "--prompt-tokens", "64", "--output-tokens", "24", "--warmup", "2",
+         "--min-duration", "15", "--min-requests", "30", "--max-retries", "0",
          "--instrument", "--prometheus", stack.prometheus_url, "--out", str(out),
          "--no-plot", "--config", str(config), "--target", "vllm", "--write-threshold"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
