@@ -21,6 +21,7 @@ from redline.config import Config, Target, duration_seconds
 from redline.semconv import METRICS, Attr, prom_label
 from redline_operator.alerts import queries as q
 from redline_operator.alerts import rules as r
+from redline_operator.promql import quote
 
 __all__ = ["target_tests", "humanize", "humanize_percentage", "humanize_duration"]
 
@@ -35,12 +36,20 @@ def _g4(v: float) -> str:
 
 
 def humanize(v: float) -> str:
-    """Prometheus' ``humanize`` for values >= 1 (concurrency)."""
+    """Prometheus' ``humanize`` (template/template.go): SI prefixes up and down."""
+    if v == 0 or math.isnan(v) or math.isinf(v):
+        return _g4(v)
     prefix = ""
-    for p in ("k", "M", "G", "T", "P", "E", "Z", "Y"):
-        if abs(v) < 1000:
+    if abs(v) >= 1:
+        for p in ("k", "M", "G", "T", "P", "E", "Z", "Y"):
+            if abs(v) < 1000:
+                break
+            prefix, v = p, v / 1000
+        return _g4(v) + prefix
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
             break
-        prefix, v = p, v / 1000
+        prefix, v = p, v * 1000
     return _g4(v) + prefix
 
 
@@ -49,10 +58,23 @@ def humanize_percentage(v: float) -> str:
 
 
 def humanize_duration(v: float) -> str:
-    """Prometheus' ``humanizeDuration`` for 1 ms .. 60 s."""
+    """Prometheus' ``humanizeDuration`` for positive values (template/template.go)."""
     if v >= 1:
+        whole = int(v)
+        secs, mins, hours, days = whole % 60, whole // 60 % 60, whole // 3600 % 24, whole // 86400
+        if days:
+            return f"{days}d {hours}h {mins}m {secs}s"
+        if hours:
+            return f"{hours}h {mins}m {secs}s"
+        if mins:
+            return f"{mins}m {secs}s"
         return _g4(v) + "s"
-    return _g4(v * 1000) + "ms"
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix, v = p, v * 1000
+    return _g4(v) + prefix + "s"
 
 
 def _render(template: str, value: float, labels: dict[str, str]) -> str:
@@ -65,7 +87,9 @@ def _render(template: str, value: float, labels: dict[str, str]) -> str:
 # --- series -------------------------------------------------------------------------------
 
 def _labels(**labels: str) -> str:
-    return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    # The same escaping as the rules' selectors: a quote or newline in a match value
+    # must reach promtool as that character, not end the series' label value.
+    return "{" + ", ".join(f"{k}={quote(v)}" for k, v in labels.items()) + "}"
 
 
 def _call_labels(target: Target, **extra: str) -> dict[str, str]:
@@ -83,6 +107,11 @@ def _series(metric: str, labels: dict[str, str], values: str) -> dict:
 def _ramp(start: float, step: float, count: int) -> str:
     """``count`` samples from ``start`` growing by ``step`` (promtool expanding notation)."""
     return f"{start:.12g}+{step:.12g}x{count - 1}"
+
+
+def _num(value: float) -> str:
+    """A sample value that reads back as exactly ``value``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _samples(until_s: float, interval_s: float) -> int:
@@ -103,10 +132,30 @@ def _ts(seconds: float) -> str:
 
 # --- expected alerts ----------------------------------------------------------------------
 
+#: promtool evaluates every group at every test evaluation_interval over a test's whole
+#: span; more evaluations than this per test only make the tests slow, not stricter.
+_MAX_EVALUATIONS = 600
+#: Most scenarios sample their series every 15 s: the tests must evaluate at least as often.
+_SERIES_S = 15
+
+
+def test_eval_seconds(cfg: Config, target: Target) -> float:
+    """The fast rules' test evaluation interval: the config's (at most 15 s, the series'
+    sampling), coarser only where long ``for`` durations at a short interval would need
+    over ``_MAX_EVALUATIONS`` evaluations per test."""
+    own = min(duration_seconds(cfg.evaluation_interval), _SERIES_S)
+    d = target.durations
+    span = max(duration_seconds(x) for x in (d.warn, d.page, d.latency)) + 360
+    if span / own <= _MAX_EVALUATIONS:
+        return own
+    return float(min(_SERIES_S, math.ceil(span / _MAX_EVALUATIONS)))
+
+
 class _Expect:
     def __init__(self, target: Target, cfg: Config) -> None:
         self.target, self.cfg = target, cfg
         self.specs = r.alert_specs(target)
+        self.eval_s = test_eval_seconds(cfg, target)
 
     def alert(self, name: str, severity: str, value: float, **labels: str) -> dict:
         spec = next(s for s in self.specs if s.name == name and s.severity == severity)
@@ -134,18 +183,23 @@ def _concurrency(t: Target, ex: _Expect) -> list[dict]:
     name = r.CONCURRENCY
     metric = METRICS.REQUESTS_IN_FLIGHT.prom
 
-    def two_processes(total: int) -> list[dict]:
-        a = total // 2
-        return [_series(metric, _call_labels(t, instance="a"), f"{a}x{_samples(end, iv)}"),
+    def two_processes(total: float) -> list[dict]:
+        # Halving is exact in binary floating point, so the two halves sum to `total`.
+        a = total // 2 if float(total).is_integer() else total / 2
+        return [_series(metric, _call_labels(t, instance="a"),
+                        f"{_num(a)}x{_samples(end, iv)}"),
                 _series(metric, _call_labels(t, instance="b"),
-                        f"{total - a}x{_samples(end, iv)}")]
+                        f"{_num(total - a)}x{_samples(end, iv)}")]
 
     hi_page, lo_page, lo_warn = (_above(t.page_concurrency), _below(t.page_concurrency),
                                  _below(t.warn_concurrency))
+    if lo_page < t.warn_concurrency:  # no whole number between warn and page: the level
+        lo_page = t.warn_concurrency  # itself (">=") is the one value that only warns
     return [
         _test(f"{name}: {hi_page} in flight (page level {t.page_concurrency:g}) warns and "
               f"pages, not before `for`", iv, two_processes(hi_page), [
-                  _check(min(warn_s, page_s) - 5, name),
+                  *([_check(min(warn_s, page_s) - 5, name)] if min(warn_s, page_s) > 5
+                    else []),
                   _check(end, name, ex.alert(name, "warn", hi_page),
                          ex.alert(name, "page", hi_page))]),
         _test(f"{name}: {lo_page} in flight only warns", iv, two_processes(lo_page),
@@ -178,10 +232,12 @@ def _sessions(t: Target, ex: _Expect) -> list[dict]:
 
 
 def _predicted(t: Target, ex: _Expect) -> list[dict]:
-    iv = duration_seconds(ex.cfg.evaluation_interval)
+    iv = ex.eval_s
     horizon = duration_seconds(t.durations.predict_horizon)
     hold = duration_seconds(t.durations.warn) + 2 * iv  # `for`, plus a margin
-    end = hold + 60  # a minute of trend before `for` starts: the fit needs a few points
+    # A minute of trend before `for` starts (the fit needs a few points), ending on an
+    # evaluation: the forecast is checked at exactly the value computed there.
+    end = math.ceil((hold + 60) / iv) * iv
     start_level = (t.predict_floor_concurrency + t.page_concurrency) / 2
     metric = METRICS.REQUESTS_IN_FLIGHT.prom
     tests = []
@@ -382,5 +438,7 @@ def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False
                  + _latency(target, ex, r.LATENCY, METRICS.OPERATION_DURATION,
                             target.slo.latency_p95_seconds)
                  + _retry_storm(target, ex) + _work_conserving(target, ex) + _gpu(target, ex))
-    return {"rule_files": [rule_file], "evaluation_interval": cfg.evaluation_interval,
+    # The long group runs every LONG_INTERVAL; its scenarios are timed on that cadence.
+    interval = r.LONG_INTERVAL if long else _ts(ex.eval_s)
+    return {"rule_files": [rule_file], "evaluation_interval": interval,
             "tests": tests}

@@ -69,10 +69,13 @@ def _render(args: argparse.Namespace, cfg) -> int:
     from redline_operator.dashboards.render import fetch_series, render_png
     from redline_operator.promql import PrometheusClient, PrometheusError
 
-    target = cfg.target(args.target) if args.target else cfg.targets[0]
+    try:
+        target = cfg.target(args.target) if args.target else cfg.targets[0]
+    except ConfigError as exc:
+        raise CliError(f"--target: {exc} in {args.config}") from None
     try:
         seconds = duration_seconds(args.range)
-    except AttributeError:
+    except ValueError:
         raise CliError(f"--range {args.range!r}: expected a duration like 90s, 15m") from None
     try:
         with PrometheusClient(args.prometheus) as prom:

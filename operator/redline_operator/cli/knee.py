@@ -72,11 +72,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         window_s, step_s = duration_seconds(args.window), duration_seconds(args.step)
         duration_seconds(args.rate_window)
-    except (AttributeError, KeyError):
+    except ValueError:
         raise CliError("--window, --step and --rate-window take Prometheus durations like "
                        "90s, 10m, 6h") from None
     if args.write_threshold and not args.target:
         raise CliError("--write-threshold needs --target NAME")
+    if not 1 <= args.min_samples <= 1_000_000:
+        raise CliError(f"--min-samples must be between 1 and 1000000, got {args.min_samples}")
+    if window_s <= 0 or step_s <= 0 or window_s / step_s > 11_000:
+        raise CliError(f"--window {args.window} / --step {args.step}: both must be positive "
+                       "and give at most 11000 points (Prometheus' query_range limit)")
     sel = _selector(args)
     try:
         with PrometheusClient(args.prometheus) as prom:
