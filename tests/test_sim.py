@@ -287,6 +287,14 @@ async def test_metrics_report_running_and_waiting_in_flight():
     assert _gauge(after, "vllm:prompt_tokens_total") == 5 * PROMPT_TOKENS
     assert _gauge(after, "vllm:time_to_first_token_seconds_count") == 5
     assert _gauge(after, "vllm:e2e_request_latency_seconds_count") == 5
+    # vLLM V1 names: KV cache (sim: running / slots), inter-token latency per decode step,
+    # preemptions; the deprecated per-step TPOT histogram is gone
+    assert _gauge(during, "vllm:kv_cache_usage_perc") == 1.0
+    assert _gauge(after, "vllm:kv_cache_usage_perc") == 0.0
+    assert _gauge(after, "vllm:inter_token_latency_seconds_count") == 5 * 9
+    assert _gauge(after, "vllm:request_time_per_output_token_seconds_count") == 5
+    assert _gauge(after, "vllm:num_preemptions_total") == 0
+    assert "vllm:time_per_output_token_seconds" not in after
 
 
 async def _p95_latency(server, concurrency: int, rounds: int) -> float:

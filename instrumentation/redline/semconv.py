@@ -286,8 +286,16 @@ class METRICS:
 class External:
     """Series redline reads but does not emit (vLLM-style servers, NVIDIA DCGM exporter)."""
 
-    VLLM_RUNNING = "vllm:num_requests_running"  # vLLM and `redline sim`; label model_name
+    # vLLM V1 (checked against 0.32) and `redline sim`; label model_name. The per-step
+    # vllm:time_per_output_token_seconds is deprecated (0.11) and hidden (0.12+): use ITL.
+    VLLM_RUNNING = "vllm:num_requests_running"
     VLLM_WAITING = "vllm:num_requests_waiting"
+    VLLM_KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"  # 0..1
+    VLLM_PREEMPTIONS = "vllm:num_preemptions_total"
+    VLLM_TTFT = "vllm:time_to_first_token_seconds"  # classic histogram (_bucket, le)
+    VLLM_ITL = "vllm:inter_token_latency_seconds"  # classic histogram, per decode step
+    VLLM_QUEUE_TIME = "vllm:request_queue_time_seconds"  # classic histogram, WAITING phase
+    VLLM_E2E = "vllm:e2e_request_latency_seconds"  # classic histogram
     DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent
     DCGM_FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB
     DCGM_FB_FREE = "DCGM_FI_DEV_FB_FREE"  # MiB

@@ -1,4 +1,7 @@
-"""``redline demo``: push a simulated LLM server past its knee and watch it in Prometheus.
+"""``redline demo``: push an LLM server past its knee and watch it in Prometheus.
+
+The server is ``redline sim`` by default, or with ``engine="vllm"`` the managed vLLM CPU
+server (:mod:`redline_operator.engines.vllm`, ``--max-num-seqs`` = ``slots``).
 
 The demo is an ordinary instrumented app: agent sessions that call a model through the
 real ``openai`` SDK (auto-instrumented by :func:`redline.instrument`) and run a tool in
@@ -50,6 +53,19 @@ class DemoSettings:
     # real OpenAI Agents SDK agent (model answers with a tool call, the SDK runs the tool,
     # the model answers), instrumented with no redline code in the loop
     workload: str = "manual"
+
+    engine: str = "sim"  # or "vllm"
+    engine_url: str | None = None  # a vLLM already running (its /v1 root's parent)
+    root: Path | None = None  # repository root, for the managed vLLM
+
+    @property
+    def extra_body(self) -> dict | None:
+        """vLLM's model emits random tokens: fix the length so every call is alike."""
+        if self.engine != "vllm":
+            return None
+        from redline_operator.engines.vllm import fixed_length
+
+        return fixed_length(self.max_tokens)
 
 
 WORKLOADS = ("manual", "openai-agents")
@@ -115,6 +131,33 @@ def start_sim(settings: DemoSettings, log_path: Path) -> Iterator[str]:
         log.close()
 
 
+@contextlib.contextmanager
+def start_engine(settings: DemoSettings, cache: Path, console: Console) -> Iterator[str]:
+    """The sim, a running vLLM (``engine_url``) or a managed vLLM started for the demo."""
+    if settings.engine == "sim":
+        with start_sim(settings, cache / "sim.log") as url:
+            yield url
+        return
+    if settings.engine != "vllm":
+        raise RuntimeError(f"unknown engine {settings.engine!r}: expected sim or vllm")
+    if settings.engine_url:
+        yield settings.engine_url.rstrip("/")
+        return
+    from redline_operator.engines.vllm import VllmError, VllmServer
+    from redline_operator.stack import find_root
+
+    server = VllmServer(settings.root or find_root(), max_num_seqs=settings.slots)
+    console.print(f"starting vLLM with --max-num-seqs {settings.slots} (about a minute) ...")
+    try:
+        server.start()
+    except VllmError as exc:
+        raise RuntimeError(str(exc)) from None
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 class AgentPool:
     """Concurrent agent loops whose number can change without draining the others.
 
@@ -159,6 +202,7 @@ class AgentPool:
                     max_tokens=settings.max_tokens,
                     stream=True,
                     stream_options={"include_usage": True},
+                    extra_body=settings.extra_body,
                 )
                 async for _ in stream:
                     pass
@@ -366,9 +410,10 @@ def run_demo(settings: DemoSettings, target: Target, cache: Path, prometheus_url
     if settings.workload == "openai-agents":
         _quiet_agents_tracing()
     try:
-        with start_sim(settings, cache / "sim.log") as url, \
+        with start_engine(settings, cache, console) as url, \
                 promql.PrometheusClient(prometheus_url) as prom:
-            console.print(f"sim: {settings.slots} slots at {url}; Prometheus: {prometheus_url}")
+            console.print(f"{settings.engine}: {settings.slots} slots at {url}; "
+                          f"Prometheus: {prometheus_url}")
             seen, began = len(pages()), time.time()
             rows = asyncio.run(run_steps(url, prom, settings, target, console))
             # give a page that is due its evaluation and group_wait before reporting

@@ -1,19 +1,22 @@
 """One runbook per alert: what it means, how to confirm it, what to do.
 
 Runbooks are generated so that the queries they tell you to run are the recording rules
-the alerts use (replace ``TARGET`` with the alert's ``target`` label). Thresholds are per
+the alerts use (replace ``TARGET`` with the alert's ``target`` label, ``MODEL`` with the
+server's model name). Server-side queries use vLLM V1's metric names (``redline sim``
+exports the same). Thresholds are per
 target and live in ``redline.yaml``; the alert's description carries the values.
 """
 
 from __future__ import annotations
 
-from redline.semconv import METRICS
+from redline.semconv import METRICS, External
 from redline_operator.alerts import queries as q
 from redline_operator.alerts import rules as r
 
 __all__ = ["runbooks"]
 
 _T = '{target="TARGET"}'
+_S = '{model_name="MODEL"}'  # the server's series: vLLM's --served-model-name
 
 
 def _q(*lines: str) -> str:
@@ -30,10 +33,17 @@ _BOOKS: dict[str, tuple[str, str, str, str]] = {
         "after `durations.warn`; `severity=page` at `page_fraction` after `durations.page`, "
         "before users feel the knee. The page inhibits the warn.",
         _q(f"{q.CONCURRENCY}{_T}", f"{q.LATENCY_P95}{_T}", f"{q.REQUEST_RATE}{_T}",
-           "vllm:num_requests_running  # server side, when the server is vLLM",
-           "vllm:num_requests_waiting")
+           f"{External.VLLM_RUNNING}{_S} + {External.VLLM_WAITING}{_S}"
+           "  # server side (vLLM V1): should equal the client's in-flight",
+           f"{External.VLLM_WAITING}{_S}  # > 0: the batch is full, requests queue",
+           f"{External.VLLM_KV_CACHE_USAGE}{_S}  # near 1: KV cache full, preemptions follow",
+           f"rate({External.VLLM_PREEMPTIONS}{_S}[5m])",
+           f"histogram_quantile(0.95, sum by (le) (rate({External.VLLM_QUEUE_TIME}_bucket"
+           f"{_S}[5m])))  # server queue time")
         + "\nIf concurrency is high and latency flat, the knee may have moved: re-run "
-          "`redline sweep`.",
+          "`redline sweep`. If the client's in-flight is well above the server's running + "
+          "waiting, calls wait in front of the engine (API server, proxy) or another "
+          "client shares the server.",
         "1. Shed or defer non-interactive load (batch jobs, evaluations).\n"
         "2. Add replicas or capacity; the knee scales with them.\n"
         "3. Enable or lower the limiter cap (`targets[].limiter.model_cap`) so excess "
@@ -58,18 +68,26 @@ _BOOKS: dict[str, tuple[str, str, str, str]] = {
         "before seeing anything. Queueing (client limiter or server) and long prefills are "
         "the usual causes.",
         _q(f"{q.TTFT_P95}{_T}", f"{q.CONCURRENCY}{_T}",
-           f"histogram_quantile(0.95, sum(rate({METRICS.LIMITER_QUEUE_WAIT.prom}[1m])))"),
+           f"histogram_quantile(0.95, sum(rate({METRICS.LIMITER_QUEUE_WAIT.prom}[1m])))",
+           f"histogram_quantile(0.95, sum by (le) (rate({External.VLLM_TTFT}_bucket{_S}[1m])))"
+           "  # the server's own TTFT",
+           f"histogram_quantile(0.95, sum by (le) (rate({External.VLLM_QUEUE_TIME}_bucket"
+           f"{_S}[1m])))  # of which queued on the server"),
         "1. If concurrency is near the knee, treat as saturation (see "
         "RedlineConcurrencyNearSaturation).\n"
         "2. If queue wait dominates, the limiter cap is too low for the traffic.\n"
-        "3. Otherwise look for long prompts (token usage) or a slow server."),
+        "3. If the server's TTFT is far below the client's, the time is spent between them "
+        "(API server, network, proxy), not in the engine.\n"
+        "4. Otherwise look for long prompts (token usage) or a slow server."),
     r.LATENCY: (
         "Call latency p95 over SLO",
         "The p95 end-to-end duration of model calls (retries included) exceeds "
         "`slo.latency_p95_seconds` for `durations.latency`.",
         _q(f"{q.LATENCY_P95}{_T}", f"{q.CONCURRENCY}{_T}", f"{q.RETRY_RATIO}{_T}",
            f"histogram_quantile(0.95, sum(rate({METRICS.ATTEMPT_DURATION.prom}[1m])))"
-           "  # a single attempt"),
+           "  # a single attempt",
+           f"histogram_quantile(0.95, sum by (le) (rate({External.VLLM_ITL}_bucket{_S}[1m])))"
+           "  # server inter-token latency (vllm:time_per_output_token_seconds is gone)"),
         "1. Retries inflate operation duration: if the retry ratio is up, see "
         "RedlineRetryStorm.\n"
         "2. If concurrency is near the knee, shed load or scale out.\n"

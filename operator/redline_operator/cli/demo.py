@@ -20,9 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "from 1 to about twice the sim's slots and prints what Prometheus "
                     "reports per step. The stack stays up afterwards (`redline stack down`).")
     p.add_argument("--config", default="redline.yaml", help="redline.yaml (default: %(default)s)")
-    p.add_argument("--target", default=DEFAULT_TARGET,
-                   help="target in redline.yaml whose threshold the table shows")
-    p.add_argument("--slots", type=int, default=16, help="sim slots (default: %(default)s)")
+    p.add_argument("--engine", choices=("sim", "vllm"), default="sim",
+                   help="the server to saturate: `redline sim` (default) or the managed "
+                        "vLLM CPU server (`make vllm` installs it)")
+    p.add_argument("--engine-url", metavar="URL",
+                   help="with --engine vllm: use this running vLLM (http://host:port) "
+                        "instead of starting one")
+    p.add_argument("--target", default=None,
+                   help="target in redline.yaml whose threshold the table shows "
+                        "(default: sim, or vllm with --engine vllm)")
+    p.add_argument("--slots", type=int, default=None,
+                   help="sim slots, or vLLM's --max-num-seqs (default: 16 sim, 4 vllm)")
     p.add_argument("--sim-port", type=int, default=8000)
     p.add_argument("--step-seconds", type=float, default=12.0,
                    help="measured seconds per concurrency step (default: %(default)s)")
@@ -55,11 +63,19 @@ def _run(args: argparse.Namespace) -> int:
     from redline_operator.demo import DemoSettings, run_demo
     from redline_operator.stack import Stack, StackError
 
+    vllm = args.engine == "vllm"
+    if args.engine_url and not vllm:
+        raise CliError("--engine-url needs --engine vllm")
     try:
-        target = load_config(args.config).target(args.target)
+        target = load_config(args.config).target(
+            args.target or ("vllm" if vllm else DEFAULT_TARGET))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    settings = DemoSettings(slots=args.slots, sim_port=args.sim_port,
+    from redline_operator.engines.vllm import SERVED_MODEL
+
+    settings = DemoSettings(slots=args.slots or (4 if vllm else 16), sim_port=args.sim_port,
+                            engine=args.engine, engine_url=args.engine_url,
+                            model=SERVED_MODEL if vllm else "sim-model",
                             step_seconds=args.step_seconds, warmup_seconds=args.warmup_seconds,
                             levels=_levels(args.levels), workload=args.workload)
     console = Console()

@@ -52,6 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="SDK retries per request, as in production (default 2)")
     ep.add_argument("--request-timeout", type=float, default=120.0, metavar="S",
                     help="seconds before a request counts as a timeout (default 120)")
+    ep.add_argument("--fixed-length", action="store_true",
+                    help="ask for exactly max_tokens output tokens (vLLM's ignore_eos and "
+                         "min_tokens); for models that may stop early")
+    tel = p.add_argument_group("telemetry (client side against server side)")
+    tel.add_argument("--instrument", action="store_true",
+                     help="instrument the sweep's client with redline and export over OTLP "
+                          "(OTEL_EXPORTER_OTLP_* or 127.0.0.1:4317), service "
+                          "$OTEL_SERVICE_NAME or redline-sweep")
+    tel.add_argument("--prometheus", metavar="URL",
+                     help="after the sweep, read every step back from this Prometheus: "
+                          "client in-flight vs server running+waiting, client vs server "
+                          "TTFT p95 (needs --instrument and the server scraped there)")
     lv = p.add_argument_group("levels").add_mutually_exclusive_group()
     lv.add_argument("--levels", help="comma-separated concurrency levels, e.g. 1,2,4,8,16")
     lv.add_argument("--max-concurrency", type=int, default=64,
@@ -234,6 +246,9 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     levels, workload, plan = _inputs(args)
     _check_config(args)
+    if args.prometheus and not args.instrument:
+        raise CliError("--prometheus needs --instrument: without it Prometheus has no "
+                       "client-side series of this sweep")
     _check_out(args.out)
     if args.api_key:
         print("redline sweep: note: --api-key is visible to other users in `ps`; prefer "
@@ -251,9 +266,11 @@ def run(args: argparse.Namespace) -> int:
     result = SweepResult(base_url=args.base_url, model=args.model, levels=levels, plan=plan,
                          workload=described, unit=args.unit, calls_knee=args.calls_knee)
     stop = StopRules(min_success=args.min_success, p95_explode_factor=args.p95_explode)
+    windows: list[tuple[int, float, float]] = []
+    telemetry = _start_telemetry() if args.instrument else None
     old = signal.signal(signal.SIGINT, lambda *_: _interrupted(result, args))
     try:
-        asyncio.run(_sweep(args, levels, workload, plan, stop, result))
+        asyncio.run(_sweep(args, levels, workload, plan, stop, result, windows))
     except KeyboardInterrupt:
         result.status = "interrupted"
         paths = _save(result, args.out, plot=not args.no_plot)
@@ -262,6 +279,10 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, old)
+        if telemetry is not None:
+            telemetry()
+    if args.prometheus:
+        result.server_view = _read_back(args, windows, result.steps)
     paths = _save(result, args.out, plot=not args.no_plot)
     _print_summary(result, paths)
     if args.write_threshold:
@@ -269,7 +290,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _sweep(args, levels, workload, plan, stop, result) -> None:
+def _start_telemetry():
+    """Instrument the openai SDK and export; returns the function that undoes it."""
+    import redline
+
+    redline.configure_telemetry(service_name=os.environ.get("OTEL_SERVICE_NAME",
+                                                            "redline-sweep"),
+                                export_interval_ms=1000)
+    redline.instrument()
+
+    def undo() -> None:
+        redline.uninstrument()
+        redline.shutdown_telemetry()
+    return undo
+
+
+def _read_back(args: argparse.Namespace, windows: list[tuple[int, float, float]],
+               steps: list) -> list:
+    """Every step's window read back from Prometheus once the last samples have landed."""
+    import time
+
+    from redline_operator.promql import PrometheusClient, PrometheusError, selector
+    from redline_operator.sweep.server_view import read_step_view
+
+    time.sleep(7)  # the last OTLP export (1 s) and the next scrape (5 s)
+    client_sel = selector(job=os.environ.get("OTEL_SERVICE_NAME", "redline-sweep"),
+                          gen_ai_request_model=args.model)
+    server_sel = selector(model_name=args.model)
+    try:
+        with PrometheusClient(args.prometheus) as prom:
+            return [read_step_view(prom, start, end, concurrency=c, client_sel=client_sel,
+                                   server_sel=server_sel, client_ttft_p95=step.ttft_p95)
+                    for (c, start, end), step in zip(windows, steps, strict=True)]
+    except PrometheusError as exc:
+        raise CliError(f"--prometheus {args.prometheus}: {exc}") from None
+
+
+async def _sweep(args, levels, workload, plan, stop, result, windows) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -280,7 +337,8 @@ async def _sweep(args, levels, workload, plan, stop, result) -> None:
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "unused"
     common = dict(base_url=args.base_url, api_key=api_key, model=args.model,
                   max_connections=2 * max(levels), max_retries=args.max_retries,
-                  request_timeout=args.request_timeout, seed=args.seed)
+                  request_timeout=args.request_timeout, seed=args.seed,
+                  fixed_length=args.fixed_length)
     gen = (SessionLoadGenerator(sessions=workload, **common)
            if isinstance(workload, SessionWorkload) else LoadGenerator(workload=workload, **common))
     async with gen:
@@ -303,6 +361,10 @@ async def _sweep(args, levels, workload, plan, stop, result) -> None:
                 bar.update(step, completed=min(done, plan.min_requests))
 
             def on_step(r) -> None:
+                import time
+
+                end = time.time()
+                windows.append((r.steps[-1].concurrency, end - r.steps[-1].duration_s, end))
                 bar.update(overall, completed=len(r.steps))
                 _save(r, args.out, plot=False)  # a Ctrl-C keeps every finished step
 
@@ -350,7 +412,24 @@ def _print_summary(result, paths) -> None:
     print(f"recommended cap (below the knee, accept rules passed): {cap}")
     if a.note:
         print(f"note: {a.note}")
+    if result.server_view:
+        _print_server_view(result.server_view, console)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_server_view(views, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="client vs server, read back from Prometheus")
+    for col in ("C", "client in-flight", "server running", "server waiting",
+                "client - server", "client TTFT p95", "server TTFT p95", "TTFT gap"):
+        t.add_column(col, justify="right")
+    for v in views:
+        t.add_row(str(v.concurrency), _fmt(v.client_in_flight), _fmt(v.server_running),
+                  _fmt(v.server_waiting), _fmt(v.in_flight_gap, digits=2),
+                  _fmt(v.client_ttft_p95, "s"), _fmt(v.server_ttft_p95, "s"),
+                  _fmt(v.ttft_gap_s, "s", 2))
+    console.print(t)
 
 
 def _print_sessions(result, console) -> None:

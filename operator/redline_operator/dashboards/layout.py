@@ -273,8 +273,9 @@ def capacity_dashboard(cfg: Config) -> dict:
             timeseries_panel("Client in-flight vs server running / waiting",
                              "What clients ($job/$model) have in flight against what the "
                              "inference server (vLLM or `redline sim`, scrape job $server_job) "
-                             "runs in its batch and queues. Waiting > 0 means the server is "
-                             "saturated: latency now grows with load.",
+                             "runs in its batch and queues: they agree (in-flight = running + "
+                             "waiting) unless calls wait in front of the engine. Waiting > 0 "
+                             "means the server is saturated: latency now grows with load.",
                              q.client_vs_server(cfg.fresh_window), unit="short", width=12),
         ]),
         Row("Replicas (capacity plan) — $target", [
@@ -306,6 +307,27 @@ def capacity_dashboard(cfg: Config) -> dict:
                              "sessions, tool calls and model calls: 1 when every call that "
                              "starts also finishes and is recorded.",
                              q.agent_littles_law(), unit="short", width=12),
+        ]),
+        Row("Inference server (vLLM V1 metrics, or `redline sim`)", [
+            timeseries_panel("Server KV cache usage",
+                             "Share of the server's KV cache in use (vllm:kv_cache_usage_perc). "
+                             "Near 100 % vLLM preempts running sequences and latency jumps.",
+                             [q.server_kv_cache()], unit="percentunit", width=6),
+            timeseries_panel("Server queue time p50 / p95",
+                             "Time requests wait in the server's queue before they run "
+                             "(vllm:request_queue_time_seconds). Above zero: past the knee.",
+                             q.server_queue_time(), unit="s", width=6),
+            timeseries_panel("TTFT: client vs server p95",
+                             "Client TTFT p95 (redline) against the server's own "
+                             "(vllm:time_to_first_token_seconds). The gap is HTTP, SSE and "
+                             "API-server overhead.",
+                             q.client_vs_server_ttft(), unit="s", width=6),
+            timeseries_panel("Inter-token latency p95 and preemptions",
+                             "One decode step, p95 (vllm:inter_token_latency_seconds; it "
+                             "replaces the hidden vllm:time_per_output_token_seconds), and "
+                             "preemptions per second (right axis).",
+                             q.server_itl_and_preemptions(), unit="s",
+                             right_axis={"server preemptions/s": "short"}, width=6),
         ]),
         Row("GPU (NVML or DCGM exporter)", [
             timeseries_panel("GPU utilization",

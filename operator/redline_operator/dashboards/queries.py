@@ -39,6 +39,11 @@ __all__ = [
     "EXTERNAL_METRICS",
     "VLLM_RUNNING",
     "VLLM_WAITING",
+    "VLLM_KV_CACHE_USAGE",
+    "VLLM_QUEUE_TIME",
+    "VLLM_TTFT",
+    "VLLM_ITL",
+    "VLLM_PREEMPTIONS",
     "DCGM_GPU_UTIL",
     "DCGM_FB_USED",
     "DCGM_POWER",
@@ -61,13 +66,20 @@ GPU_LABEL = External.DCGM_GPU_LABEL  # redline's NVML index is relabelled onto i
 # Series that redline reads but does not emit.
 VLLM_RUNNING = External.VLLM_RUNNING
 VLLM_WAITING = External.VLLM_WAITING
+VLLM_KV_CACHE_USAGE = External.VLLM_KV_CACHE_USAGE
+VLLM_QUEUE_TIME = External.VLLM_QUEUE_TIME
+VLLM_TTFT = External.VLLM_TTFT
+VLLM_ITL = External.VLLM_ITL
+VLLM_PREEMPTIONS = External.VLLM_PREEMPTIONS
 DCGM_GPU_UTIL = External.DCGM_GPU_UTIL
 DCGM_FB_USED = External.DCGM_FB_USED
 DCGM_FB_FREE = External.DCGM_FB_FREE
 DCGM_POWER = External.DCGM_POWER
 ALERTS = "ALERTS"  # Prometheus' synthetic series of pending and firing alerts
-EXTERNAL_METRICS = frozenset({VLLM_RUNNING, VLLM_WAITING, DCGM_GPU_UTIL, DCGM_FB_USED,
-                              DCGM_FB_FREE, DCGM_POWER, ALERTS})
+EXTERNAL_METRICS = frozenset({VLLM_RUNNING, VLLM_WAITING, VLLM_KV_CACHE_USAGE,
+                              f"{VLLM_QUEUE_TIME}_bucket", f"{VLLM_TTFT}_bucket",
+                              f"{VLLM_ITL}_bucket", VLLM_PREEMPTIONS, DCGM_GPU_UTIL,
+                              DCGM_FB_USED, DCGM_FB_FREE, DCGM_POWER, ALERTS})
 
 _MIB = 1048576
 
@@ -322,6 +334,47 @@ def limiter_flow() -> list[Query]:
 
 
 SERVER_SELECTOR = 'job=~"$server_job"'  # the server's scrape job, not the client's model name
+SERVER_SEL = SERVER_SELECTOR  # vLLM V1 series (`redline sim` exports the same names)
+
+
+def _server_quantile(q: float, histogram: str) -> str:
+    """A quantile of one of vLLM's classic histograms (``_bucket`` series, label ``le``)."""
+    return (f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{{{SERVER_SEL}}}"
+            f"[{RATE}])))")
+
+
+def server_kv_cache() -> Query:
+    """The server's KV-cache usage, 0..1 (vLLM preempts sequences when it is full)."""
+    return Query(f"max by (model_name) ({VLLM_KV_CACHE_USAGE}{{{SERVER_SEL}}})",
+                 "server KV cache {{model_name}}")
+
+
+def server_queue_time() -> list[Query]:
+    """Time requests waited in the server's queue (WAITING phase), p50 and p95."""
+    return [Query(_server_quantile(q, VLLM_QUEUE_TIME), f"server queue p{round(q * 100)}")
+            for q in (0.5, 0.95)]
+
+
+def client_vs_server_ttft() -> list[Query]:
+    """Client TTFT p95 (redline) against the server's own TTFT p95 (vLLM).
+
+    The client's is never lower: it adds the HTTP round trip and SSE framing. A growing
+    gap means the API server, not the engine, is where requests wait.
+    """
+    return [
+        Query(_quantile(0.95, METRICS.TIME_TO_FIRST_CHUNK, model_selector()),
+              "client TTFT p95"),
+        Query(_server_quantile(0.95, VLLM_TTFT), "server TTFT p95"),
+    ]
+
+
+def server_itl_and_preemptions() -> list[Query]:
+    """Inter-token latency p95 (one decode step) and preemptions per second."""
+    return [
+        Query(_server_quantile(0.95, VLLM_ITL), "server inter-token p95"),
+        Query(f"sum(rate({VLLM_PREEMPTIONS}{{{SERVER_SEL}}}[{RATE}]))",
+              "server preemptions/s"),
+    ]
 
 
 def client_vs_server(window: str = DEFAULT_FRESH_WINDOW) -> list[Query]:
@@ -329,13 +382,16 @@ def client_vs_server(window: str = DEFAULT_FRESH_WINDOW) -> list[Query]:
 
     The server side is selected by its scrape job (``$server_job``): vLLM's
     ``model_name`` is the *served* model, which need not equal the model name clients
-    request, so filtering it by ``$model`` would hide the server.
+    request, so filtering it by ``$model`` would hide the server. In a closed loop every
+    call a client holds is in the server's batch or its queue: client in-flight = running +
+    waiting; a lasting gap means calls held in front of the engine (HTTP server, tokenizer).
     """
-    server_sel = SERVER_SELECTOR
     return [
         Query(_in_flight(model_selector(), window), "client in-flight"),
-        Query(f"sum({VLLM_RUNNING}{{{server_sel}}})", "server running"),
-        Query(f"sum({VLLM_WAITING}{{{server_sel}}})", "server waiting"),
+        Query(f"sum({VLLM_RUNNING}{{{SERVER_SEL}}}) + sum({VLLM_WAITING}{{{SERVER_SEL}}})",
+              "server running + waiting"),
+        Query(f"sum({VLLM_RUNNING}{{{SERVER_SEL}}})", "server running"),
+        Query(f"sum({VLLM_WAITING}{{{SERVER_SEL}}})", "server waiting"),
     ]
 
 

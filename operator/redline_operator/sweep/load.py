@@ -104,12 +104,17 @@ class LoadGenerator:
         max_retries: the SDK's retry budget per request (its default is 2).
         request_timeout: seconds before a request counts as a timeout failure.
         seed: seeds the request mix so every level replays the same sequence.
+        fixed_length: ask for exactly ``max_tokens`` output tokens (vLLM's ``ignore_eos``
+            and ``min_tokens``): a model that may stop early would make the step's
+            latency a function of where it stopped, not of the load.
     """
 
     def __init__(self, *, base_url: str, api_key: str, model: str,
                  workload: Workload | None = None, max_connections: int = 0,
-                 max_retries: int = 2, request_timeout: float = 120.0, seed: int = 0) -> None:
+                 max_retries: int = 2, request_timeout: float = 120.0, seed: int = 0,
+                 fixed_length: bool = False) -> None:
         self.base_url = base_url
+        self.fixed_length = fixed_length
         self.model = model
         self.workload = workload or Workload()
         self.seed = seed
@@ -202,6 +207,7 @@ class LoadGenerator:
         """One model call: the workload's next request, or the given ``messages``."""
         if messages is None:
             messages, max_tokens = self.workload.sample(rng)
+        extra = {"ignore_eos": True, "min_tokens": max_tokens} if self.fixed_length else None
         rec = RequestRecord(start=time.monotonic())
         self._records.append(rec)
         try:
@@ -211,11 +217,13 @@ class LoadGenerator:
             if stream:
                 async with self.client.chat.completions.with_streaming_response.create(
                         model=self.model, messages=messages, max_tokens=max_tokens,
-                        stream=True, stream_options={"include_usage": True}) as response:
+                        stream=True, stream_options={"include_usage": True},
+                        extra_body=extra) as response:
                     await self._read_stream(response, rec)
             else:
                 raw = await self.client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, max_tokens=max_tokens)
+                    model=self.model, messages=messages, max_tokens=max_tokens,
+                    extra_body=extra)
                 body = json.loads(raw.http_response.text)
                 usage = (body.get("usage") or {}).get("completion_tokens")
                 rec.output_tokens = int(usage or 0)

@@ -80,6 +80,8 @@ class SweepResult:
     unit: str = "calls"  # calls | sessions: what a level keeps in flight
     #: the model-call knee of a request-level sweep, for the sessions prediction
     calls_knee: float | None = None
+    #: per step, client vs server as Prometheus saw it (``--prometheus``), else empty
+    server_view: list = field(default_factory=list)
 
     @property
     def analysis(self) -> Analysis:
@@ -117,6 +119,7 @@ class SweepResult:
             "steps": [s.to_dict() for s in self.steps],
             **({"sessions": self.session_analysis.to_dict()} if self.unit == "sessions"
                else {}),
+            "server_view": [v.to_dict() for v in self.server_view],
         }
 
 
