@@ -25,6 +25,10 @@ def _results(path: Path, steps: list[tuple[int, float, float]], knee: float | No
     return path
 
 
+#: redline.yaml has two targets (sim, vllm): a sweep's results are one of them
+PLAN = ["plan", "--target", "sim"]
+
+
 def _config(tmp_path: Path, knee: float = 32, fraction: float = 1.0) -> Path:
     text = (REPO / "redline.yaml").read_text()
     text = text.replace("saturation_concurrency: 16 ", f"saturation_concurrency: {knee:g} ")
@@ -36,7 +40,7 @@ def _config(tmp_path: Path, knee: float = 32, fraction: float = 1.0) -> Path:
 
 
 def _plan_json(capsys, *args: str) -> dict:
-    assert main(["plan", *args, "--json"]) == 0
+    assert main([*PLAN, *args, "--json"]) == 0
     [plan] = json.loads(capsys.readouterr().out)["targets"]
     return plan
 
@@ -113,7 +117,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, case):
     elif case == "not_a_sweep":
         res.write_text('{"steps": []}')
     before = _files(tmp_path)
-    rc = main(["plan", "--config", str(cfg), *args, "--baseline-rps", "5", "--peak-rps", "20",
+    rc = main([*PLAN, "--config", str(cfg), *args, "--baseline-rps", "5", "--peak-rps", "20",
                "--write"])
     err = capsys.readouterr().err
     assert rc == 2
@@ -132,12 +136,12 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, case):
 def test_traffic_is_required_and_checked(tmp_path, capsys):
     cfg = _config(tmp_path, knee=16, fraction=0.75)
     res = _results(tmp_path / "results.json", [(8, 10.0, 0.8), (16, 16.0, 1.0)])
-    assert main(["plan", "--config", str(cfg), "--results", str(res), "--peak-rps", "9"]) == 2
+    assert main([*PLAN, "--config", str(cfg), "--results", str(res), "--peak-rps", "9"]) == 2
     assert "--baseline-rps" in capsys.readouterr().err
-    assert main(["plan", "--config", str(cfg), "--results", str(res), "--baseline-rps", "9",
+    assert main([*PLAN, "--config", str(cfg), "--results", str(res), "--baseline-rps", "9",
                  "--peak-rps", "3"]) == 2
     assert "above the peak" in capsys.readouterr().err
-    assert main(["plan", "--config", str(cfg), "--baseline-rps", "1", "--peak-rps", "3"]) == 2
+    assert main([*PLAN, "--config", str(cfg), "--baseline-rps", "1", "--peak-rps", "3"]) == 2
     assert "--results" in capsys.readouterr().err
 
 
@@ -146,7 +150,7 @@ def test_traffic_is_required_and_checked(tmp_path, capsys):
 def test_write_keeps_comments_and_feeds_autoscaling(tmp_path, capsys):
     cfg = _config(tmp_path, knee=16, fraction=0.75)
     res = _results(tmp_path / "results.json", [(8, 10.0, 0.8), (12, 15.0, 0.8), (16, 16.0, 1)])
-    assert main(["plan", "--config", str(cfg), "--results", str(res), "--baseline-rps", "20",
+    assert main([*PLAN, "--config", str(cfg), "--results", str(res), "--baseline-rps", "20",
                  "--peak-rps", "100", "--write"]) == 0
     out = capsys.readouterr().out
     assert "min_replicas 3" in out and "max_replicas 9" in out  # ceil(20/15)+1, ceil(100/15)+2

@@ -345,8 +345,8 @@ def _server_quantile(q: float, histogram: str) -> str:
 
 def server_kv_cache() -> Query:
     """The server's KV-cache usage, 0..1 (vLLM preempts sequences when it is full)."""
-    return Query(f"max by (model_name) ({VLLM_KV_CACHE_USAGE}{{{SERVER_SEL}}})",
-                 "server KV cache {{model_name}}")
+    return Query(f"max by (job) ({VLLM_KV_CACHE_USAGE}{{{SERVER_SEL}}})",
+                 "server KV cache {{job}}")
 
 
 def server_queue_time() -> list[Query]:
