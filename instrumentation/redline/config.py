@@ -225,7 +225,9 @@ class Pager(_Strict):
     page_receiver: str
     warn_receiver: str
     group_wait: PromDuration = "5s"
-    group_interval: PromDuration = "1m"
+    # Shorter than any page's `for:`, so a resolution is always sent before the same
+    # page can fire again, and a re-firing page waits at most this long (docs/alerts.md).
+    group_interval: PromDuration = "10s"
     repeat_interval: PromDuration = "4h"
     secrets_dir: str = Field(
         ".cache/secrets", description="Where the native Alertmanager reads secrets given as "
