@@ -1,24 +1,41 @@
-"""Client CPU cost of redline's instrumentation on a streamed chat call (prints figures).
+"""Client CPU cost of redline's instrumentation, per call and per chunk (prints figures).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_overhead.py [--calls 200] [--rounds 5]
+    .venv/bin/python benchmarks/bench_overhead.py [--calls 300] [--paced-calls 60] [--rounds 3]
 
-The sim runs in a child process so ``time.process_time()`` counts only the client: the
-real ``openai`` SDK streaming 50 chunks (and 1 chunk, to get the cost per extra chunk).
-Uninstrumented and instrumented rounds alternate in the same run so machine noise hits
-both alike; the median of the rounds is reported.
+What it measures, all in one run, uninstrumented and instrumented rounds interleaved so
+machine noise hits both alike (the median of the rounds is reported):
+
+* **Two server modes.** ``burst``: the sim sends every chunk at once (decode 0.1 ms per
+  token) — the cheap baseline that exposes redline's fixed cost per call. ``paced``: chunks
+  2 ms apart, as a real server streams them; the client then also pays for waiting.
+* **Three call shapes** through the real ``openai`` SDK: a streamed call of 50 content
+  chunks, a streamed call of 1 chunk (their difference over 49 is the per-chunk slope), and
+  a non-streamed call.
+* **Scopes**: ``redline.agent_session`` and ``redline.tool_call`` enter+exit, against an
+  empty ``contextlib.nullcontext`` as the baseline.
+* **Memory**: bytes redline holds per open call, with 10,000 concurrent open streamed
+  model calls (``redline.model_call(..., streaming=True)`` each past its first chunk, the
+  state every instrumented stream carries) measured with ``tracemalloc``, and what remains
+  after they all end (it must not grow from one batch to the next).
+
+The sim runs in a child process, so ``time.process_time()`` counts only the client. Metrics
+go to an in-memory reader (``MetricsCapture``), i.e. the SDK's aggregation is included and
+the export is not (that runs on the SDK's own thread, off the call path).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import httpx
 import openai
@@ -26,20 +43,23 @@ import openai
 import redline
 from redline._api.testing import MetricsCapture
 
+MODES = {"burst": 0.0001, "paced": 0.002}  # sim decode seconds per token
+OPEN_CALLS = 10_000
+
 
 @contextlib.contextmanager
-def sim_process(tokens: int):
+def sim_process(decode_s: float):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "redline_operator.sim", "--port", str(port), "--slots", "64",
-         "--prefill-base-s", "0", "--prefill-per-token-s", "0", "--decode-base-s", "0.0001",
-         "--decode-alpha", "0", "--default-output-tokens", str(tokens)],
+         "--prefill-base-s", "0", "--prefill-per-token-s", "0", "--decode-base-s", str(decode_s),
+         "--decode-alpha", "0", "--default-output-tokens", "50"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        for _ in range(400):
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
                     break
@@ -50,54 +70,124 @@ def sim_process(tokens: int):
         proc.wait()
 
 
-def cpu_per_call(client: openai.OpenAI, calls: int, max_tokens: int) -> float:
-    """Client CPU seconds per streamed call of ``max_tokens`` content chunks."""
+def cpu_per_call(client: openai.OpenAI, calls: int, shape: str) -> float:
+    """Client CPU seconds per call of ``shape`` (``stream50``, ``stream1``, ``plain``)."""
+    stream = shape != "plain"
+    max_tokens = 1 if shape == "stream1" else 50
+    extra = {"stream_options": {"include_usage": True}} if stream else {}
     start = time.process_time()
     for _ in range(calls):
-        stream = client.chat.completions.create(
+        out = client.chat.completions.create(
             model="sim-model", messages=[{"role": "user", "content": "hi"}],
-            max_tokens=max_tokens, stream=True, stream_options={"include_usage": True})
-        for _ in stream:
-            pass
+            max_tokens=max_tokens, stream=stream, **extra)
+        if stream:
+            for _ in out:
+                pass
     return (time.process_time() - start) / calls
 
 
-def measure(url: str, calls: int, rounds: int) -> dict[str, float]:
+SHAPES = ("stream50", "stream1", "plain")
+
+
+def measure_mode(url: str, calls: int, rounds: int) -> dict[str, float]:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
-    cpu_per_call(client, 20, 50)  # warm up connections and imports
-    samples: dict[str, list[float]] = {k: [] for k in ("base50", "inst50", "base1", "inst1")}
+    for shape in SHAPES:  # warm up connections, imports and caches
+        cpu_per_call(client, 10, shape)
+    samples: dict[str, list[float]] = {f"{w}_{s}": [] for w in ("base", "inst") for s in SHAPES}
     for _ in range(rounds):
-        samples["base50"].append(cpu_per_call(client, calls, 50))
-        samples["base1"].append(cpu_per_call(client, calls, 1))
+        for shape in SHAPES:
+            samples[f"base_{shape}"].append(cpu_per_call(client, calls, shape))
         with MetricsCapture():
             redline.instrument()
             try:
-                samples["inst50"].append(cpu_per_call(client, calls, 50))
-                samples["inst1"].append(cpu_per_call(client, calls, 1))
+                for shape in SHAPES:
+                    samples[f"inst_{shape}"].append(cpu_per_call(client, calls, shape))
             finally:
                 redline.uninstrument()
     client.close()
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def scope_cost(n: int, rounds: int) -> dict[str, float]:
+    """CPU seconds per enter+exit of each scope, and of an empty context manager."""
+    def run(make) -> float:
+        start = time.process_time()
+        for _ in range(n):
+            with make():
+                pass
+        return (time.process_time() - start) / n
+
+    out: dict[str, list[float]] = {"null": [], "agent_session": [], "tool_call": []}
+    for _ in range(rounds):
+        out["null"].append(run(contextlib.nullcontext))
+        with MetricsCapture():
+            out["agent_session"].append(run(lambda: redline.agent_session("bench")))
+            out["tool_call"].append(run(lambda: redline.tool_call("search")))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def memory_per_open_call() -> tuple[float, list[int]]:
+    """(bytes per open streamed call, bytes still held after each of 3 batches ended)."""
+    residual = []
+    per_call = 0.0
+    with MetricsCapture():
+        for _ in range(3):
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.take_snapshot()
+            stack = contextlib.ExitStack()
+            for _ in range(OPEN_CALLS):
+                call = stack.enter_context(redline.model_call(
+                    provider="openai", model="sim-model", server_address="127.0.0.1",
+                    server_port=8000, streaming=True))
+                call.chunk()
+                call.chunk()
+            opened = tracemalloc.take_snapshot()
+            held = sum(s.size_diff for s in opened.compare_to(before, "filename"))
+            per_call = held / OPEN_CALLS
+            stack.close()
+            del call, stack
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            residual.append(sum(s.size_diff for s in after.compare_to(before, "filename")))
+            tracemalloc.stop()
+    return per_call, residual
+
+
+def _us(v: float) -> str:
+    return f"{v * 1e6:8.1f} us"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200, help="calls per round and mode")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--calls", type=int, default=300, help="calls per round, burst mode")
+    parser.add_argument("--paced-calls", type=int, default=60, help="calls per round, paced")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     args = parser.parse_args()
-    with sim_process(tokens=50) as url:
-        m = measure(url, args.calls, args.rounds)
-    per_call = m["inst50"] - m["base50"]
-    base_chunk = (m["base50"] - m["base1"]) / 49
-    inst_chunk = (m["inst50"] - m["inst1"]) / 49
-    print(f"uninstrumented, 50-chunk call : {m['base50'] * 1e3:8.3f} ms CPU")
-    print(f"instrumented,   50-chunk call : {m['inst50'] * 1e3:8.3f} ms CPU")
-    print(f"overhead per call             : {per_call * 1e6:8.1f} us "
-          f"({100 * per_call / m['base50']:.2f} % of the uninstrumented call)")
-    print(f"uninstrumented, 1-chunk call  : {m['base1'] * 1e3:8.3f} ms CPU")
-    print(f"instrumented,   1-chunk call  : {m['inst1'] * 1e3:8.3f} ms CPU")
-    print(f"per extra chunk               : {base_chunk * 1e6:8.1f} us uninstrumented, "
-          f"{inst_chunk * 1e6:.1f} us instrumented (+{(inst_chunk - base_chunk) * 1e6:.1f} us)")
+    for mode, decode in MODES.items():
+        with sim_process(decode) as url:
+            m = measure_mode(url, args.calls if mode == "burst" else args.paced_calls,
+                             args.rounds)
+        print(f"== {mode} server (decode {decode * 1e3:g} ms per token), median of "
+              f"{args.rounds} interleaved rounds")
+        for shape, label in (("stream50", "streamed, 50 chunks"), ("stream1", "streamed, 1 chunk"),
+                             ("plain", "non-streamed")):
+            base, inst = m[f"base_{shape}"], m[f"inst_{shape}"]
+            pct = 100 * (inst - base) / base
+            print(f"  {label:20s}: {base * 1e3:7.3f} ms uninstrumented, {inst * 1e3:7.3f} ms "
+                  f"instrumented, overhead {_us(inst - base)} ({pct:+.1f} %)")
+        base_chunk = (m["base_stream50"] - m["base_stream1"]) / 49
+        inst_chunk = (m["inst_stream50"] - m["inst_stream1"]) / 49
+        print(f"  per extra chunk     : {_us(base_chunk)} uninstrumented, {_us(inst_chunk)} "
+              f"instrumented, slope overhead {_us(inst_chunk - base_chunk)}")
+    s = scope_cost(20_000, args.rounds)
+    print("== scopes (enter+exit, CPU)")
+    for name in ("agent_session", "tool_call"):
+        print(f"  {name:14s}: {_us(s[name])} (empty context manager {_us(s['null'])}, "
+              f"overhead {_us(s[name] - s['null'])})")
+    per_call, residual = memory_per_open_call()
+    print(f"== memory: {OPEN_CALLS:,} open streamed calls hold {per_call:,.0f} bytes each; "
+          f"after they end, held: {', '.join(f'{r:,} B' for r in residual)} (3 batches)")
 
 
 if __name__ == "__main__":

@@ -125,6 +125,9 @@ class Target(_Strict):
     match: Match = Match()
     saturation_concurrency: float = Field(
         gt=0, description="In-flight concurrency at the knee, measured by `redline sweep`.")
+    saturation_sessions: float | None = Field(
+        None, gt=0, description="Concurrent agent sessions at the knee, measured by "
+        "`redline sweep --unit sessions`; when set, the rules warn on sessions too.")
     warn_fraction: float = Field(0.7, gt=0, lt=1)
     page_fraction: float = Field(0.85, gt=0, lt=1)
     durations: Durations = Durations()
@@ -155,6 +158,13 @@ class Target(_Strict):
     @property
     def predict_floor_concurrency(self) -> float:
         return round(self.saturation_concurrency * self.predict_floor_fraction, 3)
+
+    @property
+    def warn_sessions(self) -> float | None:
+        """The session warn level, or ``None`` without a measured session capacity."""
+        if self.saturation_sessions is None:
+            return None
+        return round(self.saturation_sessions * self.warn_fraction, 3)
 
     @property
     def warn_concurrency(self) -> float:

@@ -155,6 +155,28 @@ def _concurrency(t: Target, ex: _Expect) -> list[dict]:
     ]
 
 
+def _sessions(t: Target, ex: _Expect) -> list[dict]:
+    if t.saturation_sessions is None:
+        return []
+    iv = 15
+    end = duration_seconds(t.durations.warn) + 2 * iv
+    name = r.SESSIONS
+    metric = METRICS.SESSIONS_IN_FLIGHT.prom
+    job = {"job": t.match.service} if t.match.service else {}
+
+    def sessions(total: int) -> list[dict]:
+        a = total // 2
+        return [_series(metric, {**job, "instance": "a"}, f"{a}x{_samples(end, iv)}"),
+                _series(metric, {**job, "instance": "b"}, f"{total - a}x{_samples(end, iv)}")]
+
+    hi, lo = _above(t.warn_sessions), _below(t.warn_sessions)
+    return [
+        _test(f"{name}: {hi} sessions (warn level {t.warn_sessions:g}) warns", iv,
+              sessions(hi), [_check(end, name, ex.alert(name, "warn", hi))]),
+        _test(f"{name}: {lo} sessions is quiet", iv, sessions(lo), [_check(end, name)]),
+    ]
+
+
 def _predicted(t: Target, ex: _Expect) -> list[dict]:
     iv = duration_seconds(ex.cfg.evaluation_interval)
     horizon = duration_seconds(t.durations.predict_horizon)
@@ -354,7 +376,7 @@ def target_tests(cfg: Config, target: Target, rule_file: str, long: bool = False
     if long:
         tests = _error_budget(target, ex) + _absent(target, ex)
     else:
-        tests = (_concurrency(target, ex) + _predicted(target, ex)
+        tests = (_concurrency(target, ex) + _sessions(target, ex) + _predicted(target, ex)
                  + _latency(target, ex, r.TTFT, METRICS.TIME_TO_FIRST_CHUNK,
                             target.slo.ttft_p95_seconds)
                  + _latency(target, ex, r.LATENCY, METRICS.OPERATION_DURATION,

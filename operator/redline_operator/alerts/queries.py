@@ -20,6 +20,7 @@ from redline_operator import promql
 
 __all__ = [
     "CONCURRENCY",
+    "SESSIONS",
     "TTFT_P95",
     "LATENCY_P95",
     "REQUEST_RATE",
@@ -37,6 +38,7 @@ __all__ = [
 
 # Recording-rule names (level:metric:operations).
 CONCURRENCY = "redline:target_concurrency:sum"
+SESSIONS = "redline:target_sessions_in_flight:sum"
 TTFT_P95 = "redline:target_ttft_seconds:p95_1m"
 LATENCY_P95 = "redline:target_latency_seconds:p95_1m"
 REQUEST_RATE = "redline:target_requests:rate1m"
@@ -103,6 +105,11 @@ def concurrency_raw(target: Target) -> str:
     return f"sum({METRICS.REQUESTS_IN_FLIGHT.prom}{target_selector(target)})"
 
 
+def sessions_raw(target: Target) -> str:
+    """Open agent sessions of the target's service (sessions carry no server or model)."""
+    return f"sum({METRICS.SESSIONS_IN_FLIGHT.prom}{selector(job=target.match.service)})"
+
+
 def _p95(metric: str, target: Target) -> str:
     return f"histogram_quantile(0.95, sum(rate({metric}{target_selector(target)}[1m])))"
 
@@ -136,6 +143,10 @@ def error_ratio_raw(target: Target, window: str) -> str:
 
 def concurrency_at_least(target: Target, level: float) -> str:
     return f"{recorded(CONCURRENCY, target)} >= {_num(level)}"
+
+
+def sessions_at_least(target: Target, level: float) -> str:
+    return f"{recorded(SESSIONS, target)} >= {_num(level)}"
 
 
 def saturation_predicted(target: Target) -> str:

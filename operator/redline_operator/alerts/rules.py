@@ -34,8 +34,9 @@ RETRY_STORM = "RedlineRetryStorm"
 WORK_CONSERVING = "RedlineLimiterNotWorkConserving"
 GPU = "RedlineGPUUtilizationHigh"
 ABSENT = "RedlineTelemetryAbsent"
+SESSIONS = "RedlineSessionsNearCapacity"
 ALERT_NAMES = (CONCURRENCY, PREDICTED, TTFT, LATENCY, ERROR_BUDGET, RETRY_STORM,
-               WORK_CONSERVING, GPU, ABSENT)
+               WORK_CONSERVING, GPU, ABSENT, SESSIONS)
 
 _V = "{{ $value | humanize }}"
 _PCT = "{{ $value | humanizePercentage }}"
@@ -148,12 +149,23 @@ def alert_specs(target: Target) -> list[AlertSpec]:
             f"none for {d.absent}: the app, its exporter or the Collector stopped. Until it "
             f"is back, redline cannot page on saturation for {n}.", long=True),
     ]
+    if t.saturation_sessions is not None:
+        cap = f"{t.saturation_sessions:g}"
+        specs.append(AlertSpec(
+            SESSIONS, "warn", q.sessions_at_least(t, t.warn_sessions), d.warn,
+            f"{n}: {_V} agent sessions open, at or above the warn level {t.warn_sessions:g}.",
+            f"Target {n} has {_V} concurrent agent sessions, at or above "
+            f"{_pct(t.warn_fraction)} of its measured session capacity {cap} "
+            f"(`redline sweep --unit sessions`) for {d.warn}. Each session holds a model "
+            f"call part of its time; past the capacity their calls queue at the server."))
     return specs
 
 
 def _recording(target: Target) -> list[dict]:
     label = {"target": target.name}
-    return [
+    sessions = ([{"record": q.SESSIONS, "expr": q.sessions_raw(target), "labels": label}]
+                if target.saturation_sessions is not None else [])
+    return sessions + [
         {"record": q.CONCURRENCY, "expr": q.concurrency_raw(target), "labels": label},
         {"record": q.REQUEST_RATE, "expr": q.request_rate_raw(target), "labels": label},
         {"record": q.TTFT_P95, "expr": q.ttft_p95_raw(target), "labels": label},

@@ -130,6 +130,20 @@ _BOOKS: dict[str, tuple[str, str, str, str]] = {
         "1. Is the app running? Is it configured with the Collector's endpoint?\n"
         "2. Is the Collector healthy (`:13133`), and its log free of export errors?\n"
         "3. Is Prometheus started with `--web.enable-otlp-receiver`?"),
+    r.SESSIONS: (
+        "Agent sessions near the measured session capacity",
+        "The target's service has at least `warn_fraction` of `saturation_sessions` agent "
+        "sessions open, the session knee measured by `redline sweep --unit sessions` with "
+        "the app's real turns, tool time and think time. Sessions hold a model call only "
+        "part of the time (the duty cycle), so this warns in the unit a product owner plans "
+        "with, before the model-call concurrency alert pages. Only generated for targets "
+        "with `saturation_sessions` set.",
+        _q(f"{q.SESSIONS}{_T}", f"{q.CONCURRENCY}{_T}",
+           f"{q.CONCURRENCY}{_T} / {q.SESSIONS}{_T}  # duty cycle now"),
+        "1. Compare the duty cycle now with the sweep's: a higher one (longer prompts, "
+        "fewer tools) lowers the session capacity; re-run the session sweep.\n"
+        "2. Admit fewer new sessions, or add model capacity (the call knee scales with "
+        "replicas)."),
 }
 
 

@@ -50,6 +50,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wl.add_argument("--output-tokens", default="16", metavar="DIST",
                     help="max_tokens: N, LO-HI or A,B,C (default 16)")
     wl.add_argument("--seed", type=int, default=0, help="seed of the request mix")
+    se = p.add_argument_group(
+        "agent sessions (--unit sessions)",
+        "Sweep concurrent agent sessions instead of single calls: each session is several "
+        "turns (model call, tool call, think time), its prompt growing with the "
+        "conversation. The knee is then reported in sessions and in model calls, with the "
+        "Little's-law bridge K / duty cycle. See docs/sweep.md.")
+    se.add_argument("--unit", choices=("calls", "sessions"), default="calls",
+                    help="what a level keeps in flight (default calls)")
+    se.add_argument("--sessions", type=Path, metavar="FILE",
+                    help="session workload YAML (turns, tool, think_s, ...; default 3 turns, "
+                         "0.5 s tool, 1 s think)")
+    se.add_argument("--calls-knee", type=float, metavar="K",
+                    help="model-call knee of a request-level sweep, to predict the session "
+                         "capacity K / duty cycle (default: the knee of this sweep's "
+                         "measured calls in flight)")
     st = p.add_argument_group("step length")
     st.add_argument("--warmup", type=float, default=2.0, metavar="S",
                     help="seconds discarded at the start of each step (default 2)")
@@ -72,7 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="redline.yaml to update (default ./redline.yaml)")
     out.add_argument("--target", help="target name in the config")
     out.add_argument("--write-threshold", action="store_true",
-                     help="write the knee to targets[TARGET].saturation_concurrency")
+                     help="write the knee to targets[TARGET].saturation_concurrency "
+                          "(with --unit sessions: .saturation_sessions)")
     out.add_argument("--no-plot", action="store_true", help="skip sweep.png")
     p.set_defaults(func=run)
 
@@ -88,6 +104,10 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise CliError(f"--max-retries must be >= 0, got {args.max_retries}")
     if not 0 <= args.min_success <= 1:
         raise CliError(f"--min-success must be between 0 and 1, got {args.min_success}")
+    if args.unit != "sessions" and (args.sessions or args.calls_knee is not None):
+        raise CliError("--sessions and --calls-knee need --unit sessions")
+    if args.calls_knee is not None and not (args.calls_knee > 0 and math.isfinite(args.calls_knee)):
+        raise CliError(f"--calls-knee must be a number > 0, got {args.calls_knee}")
 
 
 def _inputs(args: argparse.Namespace):
@@ -106,6 +126,14 @@ def _inputs(args: argparse.Namespace):
                                 output_tokens=output)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if args.unit == "sessions":
+        from redline_operator.sweep.sessions import SessionWorkload
+
+        try:
+            workload = (SessionWorkload.from_file(args.sessions) if args.sessions
+                        else SessionWorkload())
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     plan = StepPlan(warmup_s=args.warmup, min_duration_s=args.min_duration,
                     min_requests=args.min_requests, max_duration_s=args.max_step_duration,
                     ramp_s=args.ramp)
@@ -143,10 +171,15 @@ def run(args: argparse.Namespace) -> int:
     from redline_operator.sweep.report import write_report
     from redline_operator.sweep.runner import StopRules, SweepResult
 
+    if args.unit == "sessions":
+        described = {"sessions": str(args.sessions) if args.sessions else None,
+                     **workload.to_dict(), "seed": args.seed}
+    else:
+        described = {"mix": str(args.mix) if args.mix else None,
+                     "prompt_tokens": args.prompt_tokens,
+                     "output_tokens": args.output_tokens, "seed": args.seed}
     result = SweepResult(base_url=args.base_url, model=args.model, levels=levels, plan=plan,
-                         workload={"mix": str(args.mix) if args.mix else None,
-                                   "prompt_tokens": args.prompt_tokens,
-                                   "output_tokens": args.output_tokens, "seed": args.seed})
+                         workload=described, unit=args.unit, calls_knee=args.calls_knee)
     stop = StopRules(min_success=args.min_success, p95_explode_factor=args.p95_explode)
     # Ctrl-C is ours only where the shell left SIGINT to us (not in a background job).
     ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -195,12 +228,14 @@ async def _sweep(args, levels, workload, plan, stop, result, ctrl_c: bool = Fals
     from redline_operator.sweep.load import LoadGenerator, PreflightError
     from redline_operator.sweep.report import write_report
     from redline_operator.sweep.runner import run_sweep
+    from redline_operator.sweep.sessions import SessionLoadGenerator, SessionWorkload
 
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "unused"
-    gen = LoadGenerator(base_url=args.base_url, api_key=api_key, model=args.model,
-                        workload=workload, max_connections=2 * max(levels),
-                        max_retries=args.max_retries, request_timeout=args.request_timeout,
-                        seed=args.seed)
+    common = dict(base_url=args.base_url, api_key=api_key, model=args.model,
+                  max_connections=2 * max(levels), max_retries=args.max_retries,
+                  request_timeout=args.request_timeout, seed=args.seed)
+    gen = (SessionLoadGenerator(sessions=workload, **common)
+           if isinstance(workload, SessionWorkload) else LoadGenerator(workload=workload, **common))
     async with gen:
         try:
             await gen.preflight()
@@ -263,11 +298,46 @@ def _print_summary(result, paths) -> None:
         console.print(f"stopped early: {result.stop_reason}")
     knee = "none" if a.knee is None else f"{a.knee:g}"
     cap = "none" if a.recommended_cap is None else str(a.recommended_cap)
+    if result.unit == "sessions":
+        _print_sessions(result, console)
+        print(f"session knee (saturation_sessions): {knee}")
+        print(f"recommended session cap (below the knee, accept rules passed): {cap}")
+        if a.note:
+            print(f"note: {a.note}")
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return
     print(f"knee (saturation_concurrency): {knee}")
     print(f"recommended cap (below the knee, accept rules passed): {cap}")
     if a.note:
         print(f"note: {a.note}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_sessions(result, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="sessions vs model calls (Little's law: calls in flight = sessions x duty)")
+    for col in ("S", "sessions", "calls in flight", "duty", "design duty", "call p95",
+                "TTFT p95", "session p95", "sessions/min", "calls/s", "success", "retries"):
+        t.add_column(col, justify="right")
+    for s in result.steps:
+        t.add_row(str(s.concurrency), _fmt(s.sessions_in_flight), _fmt(s.mean_in_flight),
+                  _fmt(s.duty_cycle, digits=2), _fmt(s.design_duty_cycle, digits=2),
+                  _fmt(s.latency_p95, "s"), _fmt(s.ttft_p95, "s"), _fmt(s.session_p95, "s"),
+                  _fmt(s.sessions_per_min), _fmt(s.throughput_rps),
+                  f"{s.session_success_rate:.1%}", str(s.retries))
+    console.print(t)
+    sa = result.session_analysis
+    k = "none" if sa.call_knee_used is None else f"{sa.call_knee_used:.3g}"
+    print(f"model-call knee: {k} in flight ({sa.call_knee_source})")
+    if sa.call_knee_source.startswith("this sweep"):
+        print("  (taken from this sweep's own steps, so the prediction below checks little: "
+              "pass --calls-knee K from a request-level sweep for an independent one)")
+    if sa.predicted_sessions is not None:
+        err = "" if sa.prediction_error is None else f", {sa.prediction_error:.0%} from the " \
+            "measured session knee"
+        print(f"predicted session capacity K / duty cycle = {k} / {sa.duty_cycle:.2f} = "
+              f"{sa.predicted_sessions:.3g} sessions{err}")
 
 
 def _write_threshold(args: argparse.Namespace, result) -> None:
@@ -278,8 +348,9 @@ def _write_threshold(args: argparse.Namespace, result) -> None:
     if knee is None:
         raise CliError(f"no knee found, so {args.config} was not changed: "
                        f"{result.analysis.note}")
+    key = "saturation_sessions" if result.unit == "sessions" else "saturation_concurrency"
     try:
-        old = write_saturation(args.config, args.target, knee)
+        old = write_saturation(args.config, args.target, knee, key=key)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    print(f"{args.config}: targets[{args.target}].saturation_concurrency {old} -> {knee:g}")
+    print(f"{args.config}: targets[{args.target}].{key} {old} -> {knee:g}")

@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass, field
 
 from redline_operator.sweep.stats import StepStats
 
-__all__ = ["AcceptRules", "Analysis", "StepVerdict", "analyse", "find_knee",
-           "saturation_knee", "cross_checked_knee", "throughput_knee", "SATURATED_FRACTION"]
+__all__ = ["AcceptRules", "Analysis", "SessionAnalysis", "session_analysis", "StepVerdict",
+           "analyse", "find_knee", "saturation_knee", "cross_checked_knee", "throughput_knee",
+           "SATURATED_FRACTION"]
 
 #: Share of the best measured throughput a level must reach to count as saturated.
 SATURATED_FRACTION = 0.75
@@ -199,8 +200,8 @@ def _verdicts(steps: Sequence[StepStats], rules: AcceptRules) -> list[StepVerdic
     rejected_below = False
     for s in sorted(steps, key=lambda s: s.concurrency):
         reasons = []
-        if s.mean_in_flight < rules.min_in_flight_ratio * s.concurrency:
-            reasons.append(f"in-flight {s.mean_in_flight:.1f} below "
+        if s.held_in_flight < rules.min_in_flight_ratio * s.concurrency:
+            reasons.append(f"in-flight {s.held_in_flight:.1f} below "
                            f"{rules.min_in_flight_ratio:.0%} of the level")
         if s.retry_rate > low_retry + rules.retry_tolerance:
             reasons.append(f"retry rate rose to {s.retry_rate:.3f}/request "
@@ -238,3 +239,51 @@ def analyse(steps: Sequence[StepStats], rules: AcceptRules | None = None, *,
         note = (note + "; " if note else "") + method.split(": ", 1)[1]
     return Analysis(knee=knee, recommended_cap=cap, verdicts=verdicts,
                     method=_METHODS[method.split(":", 1)[0]], note=note)
+
+
+@dataclass
+class SessionAnalysis:
+    """Both knees of a session sweep and the Little's-law bridge between them."""
+
+    session_knee: float | None
+    call_knee_measured: float | None
+    call_knee_used: float | None
+    call_knee_source: str
+    duty_cycle: float | None
+    predicted_sessions: float | None
+    prediction_error: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def session_analysis(steps: list[StepStats], session_knee: float | None, *,
+                     call_knee: float | None = None) -> SessionAnalysis:
+    """The model-call knee in calls in flight, the session knee, and K / duty-cycle.
+
+    Args:
+        steps: the session sweep's steps.
+        session_knee: the knee in sessions (the sweep's own analysis).
+        call_knee: the model-call knee from a request-level sweep (``--calls-knee``); when
+            missing, the knee of p95 vs *measured* calls in flight of this same sweep.
+    """
+    steps = sorted(steps, key=lambda s: s.sessions_in_flight)
+    measured, _ = cross_checked_knee([s.mean_in_flight for s in steps],
+                                     [s.latency_p95 for s in steps],
+                                     [s.throughput_rps for s in steps])
+    used = call_knee if call_knee is not None else measured
+    source = "request-level sweep" if call_knee is not None else "this sweep (calls in flight)"
+    # The duty cycle below saturation: past the knee calls queue and grow longer, so the
+    # cycle measured there no longer describes the workload.
+    below = [s for s in steps if used is None or s.mean_in_flight <= used]
+    ref = below[-1] if below else (steps[0] if steps else None)
+    duty = ref.duty_cycle if ref is not None and not math.isnan(ref.duty_cycle) else None
+    predicted = used / duty if used is not None and duty else None
+    error = (abs(predicted - session_knee) / session_knee
+             if predicted is not None and session_knee else None)
+    note = "" if session_knee is not None else "no session knee: raise the session levels"
+    return SessionAnalysis(session_knee=session_knee, call_knee_measured=measured,
+                           call_knee_used=used, call_knee_source=source, duty_cycle=duty,
+                           predicted_sessions=predicted, prediction_error=error, note=note)
+

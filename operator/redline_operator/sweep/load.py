@@ -181,18 +181,31 @@ class LoadGenerator:
         finally:
             self._attempts = _Attempts()
 
-    async def _one(self, rng: random.Random) -> None:
-        messages, max_tokens = self.workload.sample(rng)
+    async def _one(self, rng: random.Random, *, messages: list[dict] | None = None,
+                   max_tokens: int | None = None, stream: bool = True) -> RequestRecord:
+        """One model call: the workload's next request, or the given ``messages``."""
+        if messages is None:
+            messages, max_tokens = self.workload.sample(rng)
         rec = RequestRecord(start=time.monotonic())
         self._records.append(rec)
         try:
             # The raw streaming response of the real SDK: its retry loop, auth, headers and
             # error mapping, without building a pydantic model per chunk (that costs about
             # 0.7 ms of CPU per chunk and would make the client the bottleneck).
-            async with self.client.chat.completions.with_streaming_response.create(
-                    model=self.model, messages=messages, max_tokens=max_tokens, stream=True,
-                    stream_options={"include_usage": True}) as response:
-                await self._read_stream(response, rec)
+            if stream:
+                async with self.client.chat.completions.with_streaming_response.create(
+                        model=self.model, messages=messages, max_tokens=max_tokens,
+                        stream=True, stream_options={"include_usage": True}) as response:
+                    await self._read_stream(response, rec)
+            else:
+                raw = await self.client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, max_tokens=max_tokens)
+                body = json.loads(raw.http_response.text)
+                usage = (body.get("usage") or {}).get("completion_tokens")
+                rec.output_tokens = int(usage or 0)
+                rec.ok = bool(body.get("choices"))
+                if not rec.ok:
+                    rec.error = "no_choices"
         except openai.APIStatusError as exc:
             rec.error = f"http_{exc.status_code}"
         except openai.APITimeoutError:
@@ -204,6 +217,7 @@ class LoadGenerator:
         finally:
             rec.end = time.monotonic()
             rec.done = True
+        return rec
 
     @staticmethod
     async def _read_stream(response, rec: RequestRecord) -> None:
@@ -287,7 +301,7 @@ class LoadGenerator:
         """
         try:
             t_start = time.monotonic()
-            self._records = [r for r in self._records if not r.done]
+            self._begin_step()
             self._resize(concurrency, plan.ramp_s)
             await self._warm_up(t_start, plan)
             t0 = time.monotonic()
@@ -302,18 +316,30 @@ class LoadGenerator:
                 if now - t0 >= plan.max_duration_s:
                     break
                 if (now - t0 >= plan.min_duration_s and len(done) >= plan.min_requests
-                        and now - t0 >= plan.min_latencies * sum(done) / len(done)):
+                        and now - t0 >= self._min_window_s(plan, done)):
                     break
             t1 = time.monotonic()
             records = list(self._records)
         except BaseException:  # Ctrl-C, cancellation or a bug: stop at once
             await self.stop_workers(drain_s=0)
             raise
-        return summarize(concurrency, records, t0, t1,
+        return self._summarize(concurrency, records, t0, t1,
                          attempts=self._attempts.attempts - attempts0[0],
                          retries=self._attempts.retries - attempts0[1],
                          attempt_causes=dict(self._attempts.causes - causes0),
                          warmup_s=t0 - t_start)
+
+    def _begin_step(self) -> None:
+        """Forget what finished before this step (what is still in flight is kept)."""
+        self._records = [r for r in self._records if not r.done]
+
+    def _min_window_s(self, plan: StepPlan, done: list[float]) -> float:
+        """The shortest measurement window: several mean latencies of what a worker does."""
+        return plan.min_latencies * sum(done) / len(done)
+
+    def _summarize(self, concurrency: int, records: list[RequestRecord], t0: float, t1: float,
+                   **kw) -> StepStats:
+        return summarize(concurrency, records, t0, t1, **kw)
 
     async def _warm_up(self, t_start: float, plan: StepPlan) -> None:
         """Wait ``warmup_s``, and until no request started before this level is in flight.

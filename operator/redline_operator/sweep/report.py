@@ -28,7 +28,8 @@ CSV_COLUMNS = [
     "latency_p99", "latency_mean", "ttft_p50", "ttft_p95", "ttft_p99", "throughput_rps",
     "tokens_per_s", "attempts", "retries", "retry_rate", "mean_in_flight",
     "little_expected_in_flight", "little_rel_error", "little_ok", "duration_s", "accepted",
-    "reject_reasons",
+    "reject_reasons", "unit", "sessions_in_flight", "duty_cycle", "design_duty_cycle",
+    "session_p95", "sessions_per_min", "session_success_rate",
 ]
 
 
@@ -75,7 +76,7 @@ def plot_png(result: SweepResult) -> bytes:
     steps = result.steps
     a = result.analysis
     xs = [s.concurrency for s in steps]
-    fig = Figure(figsize=(8, 5), dpi=100)
+    fig = Figure(figsize=(14 if result.unit == "sessions" else 8, 5), dpi=100)
     ax = fig.add_subplot()
     for name, style in (("latency_p50", "o-"), ("latency_p95", "s-"), ("latency_p99", "^-")):
         ax.plot(xs, [getattr(s, name) for s in steps], style, label=name.replace("latency_", ""))
@@ -84,8 +85,8 @@ def plot_png(result: SweepResult) -> bytes:
     ax.set_xscale("log", base=2)
     ax.grid(True, which="both", alpha=0.3)
     if a.knee is not None:
-        ax.axvline(a.knee, color="red", linestyle="--",
-                   label=f"knee = saturation_concurrency {a.knee:g}")
+        key = "saturation_sessions" if result.unit == "sessions" else "saturation_concurrency"
+        ax.axvline(a.knee, color="red", linestyle="--", label=f"knee = {key} {a.knee:g}")
     if a.recommended_cap is not None:
         ax.axvline(a.recommended_cap, color="green", linestyle=":",
                    label=f"recommended cap {a.recommended_cap}")
@@ -96,14 +97,48 @@ def plot_png(result: SweepResult) -> bytes:
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    if result.unit == "sessions":
+        _plot_both_units(fig, ax, result)
     title = f"redline sweep: {result.model} @ {result.base_url}"
     if result.status != "complete":
         title += f" ({result.status})"
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    if result.unit != "sessions":
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _plot_both_units(fig, ax, result: SweepResult) -> None:
+    """A session sweep: p95 of model calls against sessions open and against calls in flight.
+
+    The same p95 drawn over both x axes shows the two knees side by side: the server's, in
+    model calls in flight, and the one a product owner plans with, in concurrent sessions.
+    """
+    ax.set_xlabel("concurrent sessions")
+    right = fig.add_subplot(1, 2, 2)
+    ax.set_position([0.07, 0.1, 0.4, 0.8])
+    right.set_position([0.57, 0.1, 0.4, 0.8])
+    steps = result.steps
+    sa = result.session_analysis
+    right.plot([s.sessions_in_flight for s in steps], [s.latency_p95 for s in steps], "s-",
+               label="p95 vs sessions in flight")
+    right.plot([s.mean_in_flight for s in steps], [s.latency_p95 for s in steps], "o-",
+               label="p95 vs model calls in flight")
+    if sa is not None and sa.call_knee_used is not None:
+        right.axvline(sa.call_knee_used, color="purple", linestyle="--",
+                      label=f"model-call knee {sa.call_knee_used:.3g}")
+    if sa is not None and sa.session_knee is not None:
+        right.axvline(sa.session_knee, color="red", linestyle="--",
+                      label=f"session knee {sa.session_knee:g}")
+    if sa is not None and sa.predicted_sessions is not None:
+        right.axvline(sa.predicted_sessions, color="orange", linestyle=":",
+                      label=f"K / duty cycle {sa.predicted_sessions:.3g}")
+    right.set_xlabel("in flight (measured)")
+    right.set_ylabel("model-call p95 latency (s)")
+    right.grid(True, alpha=0.3)
+    right.legend(loc="upper left", fontsize=7)
 
 
 def _json_default(obj: object) -> object:

@@ -16,7 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from redline_operator.sweep.knee import AcceptRules, Analysis, analyse
+from redline_operator.sweep.knee import (
+    AcceptRules,
+    Analysis,
+    SessionAnalysis,
+    analyse,
+    session_analysis,
+)
 from redline_operator.sweep.stats import StepStats
 
 if TYPE_CHECKING:  # the load generator needs the openai SDK; results do not
@@ -71,10 +77,20 @@ class SweepResult:
     finished_at: str | None = None
     rules: AcceptRules = AcceptRules()
     workload: dict = field(default_factory=dict)
+    unit: str = "calls"  # calls | sessions: what a level keeps in flight
+    #: the model-call knee of a request-level sweep, for the sessions prediction
+    calls_knee: float | None = None
 
     @property
     def analysis(self) -> Analysis:
         return analyse(self.steps, self.rules)
+
+    @property
+    def session_analysis(self) -> SessionAnalysis | None:
+        """Both knees and the K / duty-cycle prediction; ``None`` for a calls sweep."""
+        if self.unit != "sessions":
+            return None
+        return session_analysis(self.steps, self.analysis.knee, call_knee=self.calls_knee)
 
     def to_dict(self) -> dict:
         a = self.analysis
@@ -92,10 +108,15 @@ class SweepResult:
             "workload": self.workload,
             "accept_rules": asdict(self.rules),
             "retries_counted_by": RETRIES_COUNTED_BY,
-            "saturation_concurrency": a.knee,
+            "unit": self.unit,
+            # the knee of the swept unit: in-flight model calls, or open sessions
+            ("saturation_sessions" if self.unit == "sessions" else "saturation_concurrency"):
+                a.knee,
             "recommended_cap": a.recommended_cap,
             "analysis": a.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
+            **({"sessions": self.session_analysis.to_dict()} if self.unit == "sessions"
+               else {}),
         }
 
 

@@ -73,6 +73,20 @@ class StepStats:
     warmup_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     attempt_causes: dict[str, int] = field(default_factory=dict)
+    # A session sweep (``--unit sessions``) adds these; ``concurrency`` is then the number
+    # of sessions kept open and ``mean_in_flight`` stays the model calls in flight.
+    unit: str = "calls"
+    sessions_in_flight: float = math.nan
+    duty_cycle: float = math.nan
+    design_duty_cycle: float = math.nan
+    session_p95: float = math.nan
+    sessions_per_min: float = math.nan
+    session_success_rate: float = math.nan
+
+    @property
+    def held_in_flight(self) -> float:
+        """What the level asked to keep in flight, as measured: calls, or sessions."""
+        return self.sessions_in_flight if self.unit == "sessions" else self.mean_in_flight
 
     @property
     def little_ok(self) -> bool:

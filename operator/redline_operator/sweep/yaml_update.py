@@ -64,8 +64,12 @@ def _number(value: float) -> int | float:
 
 
 def update_saturation_text(text: str, target: str, value: float, *,
-                           source: str = "redline.yaml") -> tuple[str, float | None]:
-    """Return ``text`` with ``targets[target].saturation_concurrency`` set to ``value``.
+                           source: str = "redline.yaml",
+                           key: str = "saturation_concurrency") -> tuple[str, float | None]:
+    """Return ``text`` with ``targets[target].<key>`` set to ``value``.
+
+    ``key`` is ``saturation_concurrency`` (model calls in flight at the knee) or
+    ``saturation_sessions`` (concurrent agent sessions at the knee).
 
     Args:
         text: the YAML document.
@@ -79,8 +83,10 @@ def update_saturation_text(text: str, target: str, value: float, *,
     Raises:
         ConfigError: the text is not YAML, has no such target, or would fail validation.
     """
+    if key not in ("saturation_concurrency", "saturation_sessions"):
+        raise ValueError(f"not a threshold key: {key!r}")
     if not value > 0:
-        raise ConfigError(f"{source}: saturation_concurrency must be > 0, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be > 0, got {value!r}")
     try:
         y = _house_style(text)
         doc = y.load(text)
@@ -94,19 +100,20 @@ def update_saturation_text(text: str, target: str, value: float, *,
     if entry is None:
         raise ConfigError(f"{source}: no target named {target!r} under targets; known: "
                           f"{names}. Pass --target with one of them.")
-    previous = entry.get("saturation_concurrency")
-    entry["saturation_concurrency"] = _number(value)
+    previous = entry.get(key)
+    entry[key] = _number(value)
     new_text = _dump(y, doc)
     try:
         Config.model_validate(YAML(typ="safe").load(new_text))
     except ValidationError as exc:
         raise ConfigError(f"{source}: would be invalid after setting "
-                          f"targets[{target}].saturation_concurrency={value}: {exc}") from None
+                          f"targets[{target}].{key}={value}: {exc}") from None
     return new_text, previous
 
 
-def write_saturation(path: str | os.PathLike[str], target: str, value: float) -> float | None:
-    """Set ``targets[target].saturation_concurrency`` in the file at ``path``, atomically.
+def write_saturation(path: str | os.PathLike[str], target: str, value: float, *,
+                     key: str = "saturation_concurrency") -> float | None:
+    """Set ``targets[target].<key>`` in the file at ``path``, atomically.
 
     Returns:
         The previous value (``None`` if the key was missing).
@@ -121,6 +128,6 @@ def write_saturation(path: str | os.PathLike[str], target: str, value: float) ->
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    new_text, previous = update_saturation_text(text, target, value, source=str(path))
+    new_text, previous = update_saturation_text(text, target, value, source=str(path), key=key)
     atomic_write_text(path, new_text)
     return previous
