@@ -47,7 +47,7 @@ from pathlib import Path
 
 from redline_operator.sweep.load import LoadGenerator, RequestRecord
 from redline_operator.sweep.stats import StepStats, percentile, summarize
-from redline_operator.sweep.workload import TokenDist
+from redline_operator.sweep.workload import TokenDist, parse_spread
 
 __all__ = ["SecondsDist", "SessionWorkload", "SessionRecord", "SessionLoadGenerator",
            "summarize_sessions", "MAX_TURNS"]
@@ -75,22 +75,12 @@ class SecondsDist:
         """
         raw = str(text).strip()
         try:
-            if "-" in raw.lstrip("-") and not raw.startswith("-"):
-                lo, hi = (float(p) for p in raw.split("-", 1))
-                dist = cls(low=lo, high=hi)
-                vals = (lo, hi)
-                if lo > hi:
-                    raise ValueError
-            else:
-                vals = tuple(float(p) for p in raw.split(","))
-                dist = cls(values=vals)
-            if not vals or any(not (0 <= v <= MAX_SECONDS) or not math.isfinite(v)
-                               for v in vals):
-                raise ValueError
-            return dist
+            values, low, high = parse_spread(raw, float,
+                                             lambda v: math.isfinite(v) and 0 <= v <= MAX_SECONDS)
         except ValueError:
             raise ValueError(f"bad duration {raw!r}: expected seconds S, LO-HI or A,B,C with "
                              f"0 <= S <= {MAX_SECONDS:g}") from None
+        return cls(values=values, low=low, high=high)
 
     @property
     def mean(self) -> float:
@@ -98,10 +88,6 @@ class SecondsDist:
 
     def sample(self, rng: random.Random) -> float:
         return rng.choice(self.values) if self.values else rng.uniform(self.low, self.high)
-
-
-def _token_mean(d: TokenDist) -> float:
-    return sum(d.values) / len(d.values) if d.values else (d.low + d.high) / 2
 
 
 @dataclass(frozen=True)
@@ -197,7 +183,7 @@ class SessionWorkload:
 
     def design_duty_cycle(self, mean_call_s: float) -> float:
         """The share of session time holding a model call, given the mean call latency."""
-        n = _token_mean(self.turns)
+        n = self.turns.mean
         calls = n * mean_call_s
         rest = n * self.tool_probability * self.tool_s.mean + max(n - 1, 0) * self.think_s.mean
         return calls / (calls + rest) if calls + rest > 0 else math.nan

@@ -13,7 +13,25 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TokenDist", "Workload"]
+__all__ = ["TokenDist", "Workload", "parse_spread"]
+
+
+def parse_spread(text: str, number, ok) -> tuple[tuple, object, object]:
+    """Split ``N``, ``LO-HI`` or ``A,B,C`` into (values, low, high) with ``number`` each.
+
+    Raises:
+        ValueError: not one of those forms, ``LO > HI``, or a number fails ``ok``.
+    """
+    text = text.strip()
+    if "-" in text.lstrip("-") and not text.startswith("-"):
+        lo, hi = (number(p) for p in text.split("-", 1))
+        if not (ok(lo) and ok(hi) and lo <= hi):
+            raise ValueError(text)
+        return (), lo, hi
+    values = tuple(number(p) for p in text.split(","))
+    if not values or not all(ok(v) for v in values):
+        raise ValueError(text)
+    return values, 0, 0
 
 
 @dataclass(frozen=True)
@@ -31,20 +49,16 @@ class TokenDist:
         Raises:
             ValueError: the text is none of those, or a count is below 1.
         """
-        text = text.strip()
         try:
-            if "-" in text:
-                lo, hi = (int(p) for p in text.split("-", 1))
-                if not 1 <= lo <= hi:
-                    raise ValueError
-                return cls(low=lo, high=hi)
-            values = tuple(int(p) for p in text.split(","))
-            if not values or min(values) < 1:
-                raise ValueError
-            return cls(values=values)
+            values, low, high = parse_spread(text, int, lambda v: v >= 1)
         except ValueError:
-            raise ValueError(f"bad token distribution {text!r}: expected N, LO-HI or A,B,C "
-                             "with counts >= 1") from None
+            raise ValueError(f"bad token distribution {text.strip()!r}: expected N, LO-HI or "
+                             "A,B,C with counts >= 1") from None
+        return cls(values=values, low=low, high=high)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values) if self.values else (self.low + self.high) / 2
 
     def sample(self, rng: random.Random) -> int:
         return rng.choice(self.values) if self.values else rng.randint(self.low, self.high)
