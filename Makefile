@@ -15,12 +15,12 @@ UV     := .cache/tools/bin/uv
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test venv stack lint generate bench clean lock
+.PHONY: demo test venv stack schemas lint generate bench clean lock
 
 demo: stack
 	$(BIN)/redline demo
 
-test: stack
+test: stack schemas
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 	$(BIN)/pytest -p no:cacheprovider
 
@@ -39,13 +39,19 @@ $(STAMP): pyproject.toml instrumentation/pyproject.toml uv.lock | $(UV)
 stack: venv
 	$(BIN)/redline stack build
 
+# KEDA's ScaledObject CRD from the kedacore/keda Go module (module proxy), cached in
+# .cache/schemas/: the generated autoscaling/ files are validated against it.
+schemas: venv
+	$(BIN)/python -m redline_operator.autoscaling.schemas fetch
+
 lint: venv
 	$(BIN)/ruff check instrumentation operator tests benchmarks
 
-# Regenerate the committed alert rules and dashboards from redline.yaml.
+# Regenerate the committed alert rules, dashboards and autoscalers from redline.yaml.
 generate: venv
 	$(BIN)/redline rules
 	$(BIN)/redline dashboards
+	$(BIN)/redline autoscaling
 	$(BIN)/redline docs
 
 bench: stack

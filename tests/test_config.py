@@ -50,12 +50,12 @@ def test_defaults_fill_new_keys(tmp_path):
      "warn_fraction (0.9) must be below page_fraction (0.85)"),
     (lambda d: d["targets"][0].update(predict_floor_fraction=0.9), "targets[0]",
      "predict_floor_fraction (0.9) must be below page_fraction"),
-    (lambda d: d["targets"][0].update(durations={"absent": "2h", "absent_lookback": "1h"}),
-     "targets[0].durations", "absent_lookback (1h) must be longer than absent (2h)"),
+    (lambda d: d["targets"][0].update(durations={"absent": "50m", "absent_lookback": "40m"}),
+     "targets[0].durations", "absent_lookback (40m) must be longer than absent (50m)"),
     (lambda d: d["targets"][0].update(durations={"page": "30 seconds"}),
      "targets[0].durations.page", "should match pattern"),
     (lambda d: d["targets"][0].update(saturation_concurrency=0),
-     "targets[0].saturation_concurrency", "greater than 0"),
+     "targets[0].saturation_concurrency", "greater than or equal to 1"),
     (lambda d: d["targets"][0].update(match={"modle": "x"}), "targets[0].match.modle",
      "Extra inputs are not permitted"),
     (lambda d: d["pager"].update(page_receiver="nobody"), "pager",
@@ -63,7 +63,7 @@ def test_defaults_fill_new_keys(tmp_path):
     (lambda d: d["pager"]["receivers"].append({"type": "pagerduty", "name": "pd"}),
      "pager.receivers[1].pagerduty", "set routing_key_env"),
     (lambda d: d["pager"]["receivers"][0].update(compose_url="host:9096"),
-     "pager.receivers[0].webhook.compose_url", "should match pattern"),
+     "pager.receivers[0].webhook.compose_url", "must be an http:// or https:// URL"),
 ])
 def test_bad_values_name_file_key_and_expectation(tmp_path, mutate, key, expected):
     data = _base()

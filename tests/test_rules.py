@@ -12,10 +12,15 @@ from ruamel.yaml import YAML
 
 from redline.config import WebhookReceiver, load_config
 from redline.semconv import METRICS
-from redline_operator.alerts import ALERT_NAMES, alertmanager_config, generate, render_secrets
+from redline_operator.alerts import (
+    ALERT_NAMES,
+    alert_specs,
+    alertmanager_config,
+    generate,
+    render_secrets,
+)
 from redline_operator.alerts.alertmanager import compose_url
 from redline_operator.alerts.queries import DCGM_GPU_UTIL
-from redline_operator.alerts.rules import SESSIONS
 from redline_operator.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +64,10 @@ def test_sim_thresholds_come_from_the_config():
     record = next(
         r for r in _rules(REPO / "alerts" / "sim.rules.yml")
         if r.get("record") == "redline:target_concurrency:sum")
+    # redline.yaml names the sim twice: 127.0.0.1 (native) and sim (docker compose).
     assert record["expr"] == ('sum(redline_client_requests_in_flight'
-                              '{server_address="127.0.0.1",gen_ai_request_model="sim-model"})')
+                              '{server_address=~"127\\\\.0\\\\.0\\\\.1|sim",'
+                              'gen_ai_request_model="sim-model"})')
     assert record["labels"] == {"target": "sim"}
 
 
@@ -78,10 +85,11 @@ def test_every_alert_has_labels_annotations_and_a_runbook():
             assert "{{ $value" in ann["description"] or rule["alert"] == "RedlineTelemetryAbsent"
             runbook = REPO / "alerts" / "runbooks" / ann["runbook_url"].rsplit("/", 1)[1]
             assert runbook.is_file(), runbook
-    # the sessions alert exists only for targets with a measured saturation_sessions
+    # optional alerts (sessions, the fleet forecast) exist only where redline.yaml asks
     cfg = load_config(REPO / "redline.yaml")
-    sessions = {SESSIONS} if any(t.saturation_sessions is not None for t in cfg.targets) else set()
-    assert names == set(ALERT_NAMES) - {SESSIONS} | sessions
+    assert names == {s.name for t in cfg.targets for s in alert_specs(t)}
+    assert names <= set(ALERT_NAMES)
+    assert all((REPO / "alerts" / "runbooks" / f"{n}.md").is_file() for n in ALERT_NAMES)
 
 
 def test_rules_spell_no_metric_name_of_their_own():
@@ -231,3 +239,20 @@ def test_promtool_hand_written_page_boundary(stack_binaries, tmp_path):
         YAML().dump(test, fh)
     result = _tool(stack_binaries, "promtool", "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_server_address_list_matches_every_name_and_bad_lists_are_named(tmp_path):
+    """One server under several names (native 127.0.0.1, compose `sim`): one regex
+    matcher, each name escaped; an empty list is refused naming the key."""
+    from redline.config import ConfigError, Match
+    from redline_operator.promql import target_matchers
+
+    assert target_matchers(Match(server_address=["10.0.0.5", "vllm-0"], model="m")) == (
+        'server_address=~"10\\\\.0\\\\.0\\\\.5|vllm-0",gen_ai_request_model="m"')
+    assert target_matchers(Match(server_address="a.b")) == 'server_address="a.b"'
+    assert Match(server_address=["x"]).server_addresses == ("x",)
+    bad = tmp_path / "redline.yaml"
+    bad.write_text((REPO / "redline.yaml").read_text().replace(
+        "server_address: [127.0.0.1, sim]", "server_address: []"))
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.match\.server_address"):
+        load_config(bad)

@@ -24,7 +24,7 @@ from conftest import free_ports, isolated_stack
 from redline_operator.cli.main import main
 from redline_operator.stack import Ports, Stack, StackError
 from redline_operator.stack.build import COLLECTOR_BINARY
-from redline_operator.stack.pager import PagerServer
+from redline_operator.stack.pager import TOKEN_HEADER, PagerServer
 
 # -- no binaries needed ----------------------------------------------------------------
 
@@ -52,14 +52,15 @@ def test_pager_records_and_returns_webhooks(tmp_path: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-        payload = {"status": "firing", "alerts": [{"labels": {"alertname": "X"}}]}
+        payload = {"version": "4", "status": "firing", "alerts": [{"labels": {"alertname": "X"}}]}
         assert httpx.post(url, json=payload).status_code == 200
         assert httpx.post(url, content=b"not json").status_code == 400
         pages = httpx.get(url).json()["pages"]
         assert [p["payload"] for p in pages] == [payload]
         assert abs(pages[0]["received_at"] - time.time()) < 5
         assert (tmp_path / "pages.jsonl").read_text().count("\n") == 1
-        httpx.delete(url)
+        token = (tmp_path / "pages.jsonl.token").read_text().strip()
+        assert httpx.delete(url, headers={TOKEN_HEADER: token}).status_code == 200
         assert httpx.get(url).json()["pages"] == []
     finally:
         server.shutdown()

@@ -258,6 +258,46 @@ def summarise(rows: list[StepResult], target: Target, prom: promql.PrometheusCli
                     if a.get("labels", {}).get("severity") == "page"})
     console.print(f"Pages received by the local pager during the demo: "
                   f"{', '.join(paged) or 'none'}")
+
+
+def print_plan(target: Target, prom: promql.PrometheusClient, settings: DemoSettings,
+               seconds: float, console: Console) -> None:
+    """The capacity plan for the sim from what Prometheus saw during the demo.
+
+    Throughput per replica at the concurrency target is read from the demo's own steps (the
+    sim is one replica); baseline and peak are the median and maximum request rate of the
+    ramp. The same code as ``redline plan --prometheus``.
+    """
+    from redline_operator.plan import (
+        PlanError,
+        TrafficInput,
+        build_plan,
+        throughput_from_prometheus,
+        traffic_from_prometheus,
+    )
+    from redline_operator.plan.render import plan_table
+
+    sel = promql.selector(job=os.environ["OTEL_SERVICE_NAME"],
+                          gen_ai_request_model=settings.model)
+    window = f"{int(seconds) + 1}s"
+    try:
+        measured = throughput_from_prometheus(prom, sel, target.concurrency_target,
+                                              window_s=seconds, step_s=1, rate_window="4s")
+        traffic = traffic_from_prometheus(prom, sel, window=window, rate_window="10s",
+                                          resolution="1s")
+        plan = build_plan(target, measured, TrafficInput(
+            baseline_rps=traffic.baseline_rps, peak_rps=traffic.peak_rps,
+            source="this demo's ramp: median and max of the 10s request rate"))
+    except PlanError as exc:
+        console.print(f"No capacity plan: {exc}")
+        return
+    console.print()
+    console.print(plan_table(plan, now_hint=False))
+    console.print(f"Capacity plan for the sim ({settings.slots} slots per replica): "
+                  + plan.sentence()[0].lower() + plan.sentence()[1:])
+
+
+def _next_steps(console: Console) -> None:
     console.print(
         "\nNext: `redline top` for a live terminal view; `redline sweep` to measure the knee "
         "of your own endpoint;\nwith Docker: `docker compose -f compose/docker-compose.yml up -d` "
@@ -285,6 +325,8 @@ def run_demo(settings: DemoSettings, target: Target, cache: Path, prometheus_url
             time.sleep(5)
             window = f"{int(time.time() - began) + 1}s"
             summarise(rows, target, prom, pages()[seen:], window, console)
+            print_plan(target, prom, settings, time.time() - began, console)
+            _next_steps(console)
             return rows
     finally:
         redline.uninstrument()

@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -23,8 +25,10 @@ from redline.semconv import METRICS, Attr, MetricSpec, prom_label
 __all__ = [
     "PrometheusClient",
     "PrometheusError",
+    "quote",
     "selector",
     "target_matchers",
+    "any_of",
     "in_flight",
     "quantile",
     "rate",
@@ -32,21 +36,50 @@ __all__ = [
 ]
 
 
+def quote(value: str) -> str:
+    """``value`` as a PromQL double-quoted string literal (also valid in promtool series).
+
+    Backslash and double quote are escaped, and so is every control character (a raw
+    newline ends a PromQL string literal: the rule file would not load).
+    """
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def selector(**labels: str | None) -> str:
     """A label selector body; ``None`` values are left out, values are quoted safely."""
-    parts = []
-    for key, value in labels.items():
-        if value is None:
-            continue
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        parts.append(f'{key}="{escaped}"')
-    return ",".join(parts)
+    return ",".join(f"{key}={quote(value)}" for key, value in labels.items()
+                    if value is not None)
+
+
+def any_of(label: str, values: Sequence[str]) -> str:
+    """``label="v"`` for one value; ``label=~"v1|v2"`` (values regex-escaped) for several."""
+    if len(values) == 1:
+        return selector(**{label: values[0]})
+    regex = "|".join(re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", v) for v in values)
+    return f"{label}=~{quote(regex)}"
 
 
 def target_matchers(match) -> str:
-    """Label matchers of a target's model-call series (``redline.config.Match``)."""
-    return selector(job=match.service, **{prom_label(Attr.SERVER_ADDRESS): match.server_address,
-                                          prom_label(Attr.REQUEST_MODEL): match.model})
+    """Label matchers of a target's model-call series (``redline.config.Match``).
+
+    A ``server_address`` list becomes one regex matcher, so the same rules and panels
+    select one server under each of its names (127.0.0.1 natively, ``sim`` in compose).
+    """
+    parts = [selector(job=match.service)]
+    if match.server_addresses:
+        parts.append(any_of(prom_label(Attr.SERVER_ADDRESS), match.server_addresses))
+    parts.append(selector(**{prom_label(Attr.REQUEST_MODEL): match.model}))
+    return ",".join(p for p in parts if p)
 
 
 def in_flight(sel: str = "", spec: MetricSpec = METRICS.REQUESTS_IN_FLIGHT) -> str:
@@ -107,26 +140,53 @@ class PrometheusClient:
             resp = self._http.get(path, params=params)
         except httpx.HTTPError as exc:
             raise PrometheusError(f"Prometheus at {self.url} is unreachable: {exc}") from exc
+        except ValueError as exc:  # httpx refuses a URL it cannot send to
+            raise PrometheusError(f"bad Prometheus URL {self.url!r}: {exc}") from None
         try:
             body = resp.json()
         except ValueError:
             raise PrometheusError(
-                f"Prometheus at {self.url} answered {resp.status_code} with non-JSON") from None
-        if body.get("status") != "success":
+                f"{self.url} answered {resp.status_code} with non-JSON: is it Prometheus?"
+            ) from None
+        if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
+            raise PrometheusError(self._not_prometheus(path, "no status field"))
+        if body["status"] != "success":
             raise PrometheusError(
                 f"query {params.get('query')!r} failed: {body.get('errorType')}: "
                 f"{body.get('error')}")
-        return body["data"]
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise PrometheusError(self._not_prometheus(path, "no data object"))
+        return data
+
+    def _not_prometheus(self, path: str, what: str) -> str:
+        return (f"{self.url}{path} did not answer like the Prometheus HTTP API ({what}); "
+                "is the URL a Prometheus server?")
+
+    def _result(self, data: dict, path: str) -> list:
+        result = data.get("result")
+        if not isinstance(result, list):
+            raise PrometheusError(self._not_prometheus(path, "no result list"))
+        return result
 
     def query(self, expr: str, time: float | None = None) -> list[Sample]:
         """Instant vector query; native-histogram results are skipped (use quantiles)."""
         params = {"query": expr}
         if time is not None:
             params["time"] = f"{time:.3f}"
-        data = self._get("/api/v1/query", params)
-        if data["resultType"] == "scalar":
-            return [Sample({}, float(data["result"][1]))]
-        return [Sample(r["metric"], float(r["value"][1])) for r in data["result"] if "value" in r]
+        path = "/api/v1/query"
+        data = self._get(path, params)
+        try:
+            if data.get("resultType") == "scalar":
+                return [Sample({}, float(data["result"][1]))]
+            result = self._result(data, path)
+            if not all(isinstance(r, dict) and isinstance(r.get("metric"), dict)
+                       and ("value" in r or "histogram" in r) for r in result):
+                raise TypeError("not a vector")
+            return [Sample(dict(r["metric"]), float(r["value"][1]))
+                    for r in result if "value" in r]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise PrometheusError(self._not_prometheus(path, "malformed samples")) from None
 
     def scalar(self, expr: str, time: float | None = None) -> float | None:
         """The single value of a query, ``None`` when it returns nothing or NaN."""
@@ -137,9 +197,18 @@ class PrometheusClient:
         return None if math.isnan(value) else value
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        data = self._get("/api/v1/query_range", {
+        path = "/api/v1/query_range"
+        data = self._get(path, {
             "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"})
-        return data["result"]
+        result = self._result(data, path)
+        for r in result:
+            if not (isinstance(r, dict) and isinstance(r.get("values", []), list)
+                    and all(isinstance(v, list) and len(v) == 2 for v in r.get("values", []))):
+                raise PrometheusError(self._not_prometheus(path, "malformed series"))
+        return result
 
     def alerts(self) -> list[dict]:
-        return self._get("/api/v1/alerts", {})["alerts"]
+        alerts = self._get("/api/v1/alerts", {}).get("alerts")
+        if not isinstance(alerts, list):
+            raise PrometheusError(self._not_prometheus("/api/v1/alerts", "no alerts list"))
+        return alerts

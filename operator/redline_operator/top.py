@@ -82,8 +82,8 @@ def _target_exprs(cfg: Config, target: Target, window: str) -> dict[str, str]:
 
     ttft = quantile(0.95, METRICS.TIME_TO_FIRST_CHUNK.prom)
     p99 = quantile(0.99, METRICS.OPERATION_DURATION.prom)
-    return {"in_flight": sub(q.target_concurrency(cfg.targets).expr),
-            "p95": sub(q.target_p95(cfg.targets).expr), "p99": p99, "ttft_p95": ttft,
+    return {"in_flight": sub(q.target_concurrency_raw(cfg.targets).expr),
+            "p95": sub(q.target_p95_raw(cfg.targets).expr), "p99": p99, "ttft_p95": ttft,
             "retries_per_s": retries}
 
 

@@ -89,8 +89,8 @@ class LimiterRegistry:
     def _fits(self, match: Match | None, attrs: Mapping[str, object]) -> bool:
         if match is None:
             return True
-        address = match.server_address
-        if address is not None and attrs.get(Attr.SERVER_ADDRESS) != address:
+        addresses = match.server_addresses
+        if addresses and attrs.get(Attr.SERVER_ADDRESS) not in addresses:
             return False
         if match.model is not None and attrs.get(Attr.REQUEST_MODEL) != match.model:
             return False

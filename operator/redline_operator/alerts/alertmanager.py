@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +29,7 @@ from redline.config import Config, PagerDutyReceiver, SlackReceiver, WebhookRece
 from redline_operator.alerts.rules import CONCURRENCY, ERROR_BUDGET, PREDICTED
 
 __all__ = ["alertmanager_config", "compose_url", "secret_env_names", "render_secrets",
+           "SecretsError",
            "COMPOSE_SECRETS_DIR"]
 
 COMPOSE_SECRETS_DIR = "/run/secrets"
@@ -117,12 +119,63 @@ def secret_env_names(cfg: Config) -> list[str]:
     return names
 
 
+class SecretsError(Exception):
+    """The secrets directory or a secret file is not safe to write to."""
+
+
+def _safe_dir(out: Path) -> None:
+    """Create ``out`` (0700) or check that an existing one is a real directory of ours
+    that nobody else can read, write or enter."""
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.lstat(out)
+    except OSError as exc:
+        raise SecretsError(f"cannot create {out}: {exc.strerror}") from None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise SecretsError(f"{out} is not a directory (a symlink?); refusing to write "
+                           "secrets through it")
+    if st.st_uid != os.getuid():
+        raise SecretsError(f"{out} belongs to uid {st.st_uid}, not to you; refusing")
+    if st.st_mode & 0o077:
+        try:  # ours: tighten it, as a fresh directory would be
+            os.chmod(out, 0o700)
+        except OSError as exc:
+            raise SecretsError(f"{out} is accessible to others (mode "
+                               f"{st.st_mode & 0o777:o}) and cannot be tightened: "
+                               f"{exc.strerror}") from None
+
+
+def _write_secret(path: Path, value: str) -> None:
+    """Write through a fresh temporary file: O_EXCL|O_NOFOLLOW, mode 0600 from creation,
+    so a planted file or symlink is never written through and no reader sees the secret
+    with wider permissions."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise SecretsError(f"cannot create {tmp}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise SecretsError(f"{path} exists and is not a regular file; refusing")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def render_secrets(cfg: Config, directory: str | os.PathLike[str] | None = None,
                    environ: dict[str, str] | None = None) -> list[Path]:
     """Write each ``*_env`` secret to ``<secrets_dir>/<NAME>`` (mode 0600, atomically).
 
     Raises:
         KeyError: a variable is not set; nothing is written then.
+        SecretsError: the directory or a file in it is unsafe (symlink, someone else's,
+            not a directory); nothing more is written.
     """
     env = os.environ if environ is None else environ
     names = secret_env_names(cfg)
@@ -130,14 +183,10 @@ def render_secrets(cfg: Config, directory: str | os.PathLike[str] | None = None,
     if missing:
         raise KeyError(", ".join(missing))
     out = Path(directory or cfg.pager.secrets_dir)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _safe_dir(out)
     written = []
     for name in names:
         path = out / name
-        tmp = path.with_name(f".{name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(env[name])
-        os.replace(tmp, path)
+        _write_secret(path, env[name])
         written.append(path)
     return written

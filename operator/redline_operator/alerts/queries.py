@@ -34,6 +34,11 @@ __all__ = [
     "limiter_selector",
     "gpu_selector",
     "recorded",
+    "INSTANCE_CONCURRENCY",
+    "REPLICAS",
+    "REPLICAS_NEEDED",
+    "has_plan",
+    "fleet_capacity",
 ]
 
 # Recording-rule names (level:metric:operations).
@@ -45,6 +50,10 @@ REQUEST_RATE = "redline:target_requests:rate1m"
 RETRY_RATIO = "redline:target_retry_ratio:rate5m"
 ERROR_RATIO = "redline:target_error_ratio:rate{window}"
 ERROR_RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+# Per replica (the capacity plan, `redline plan`); see the section at the end.
+INSTANCE_CONCURRENCY = "redline:target_instance_concurrency:sum"
+REPLICAS = "redline:target_replicas:count"
+REPLICAS_NEEDED = "redline:target_replicas_needed:ceil"
 
 # Not ours: the NVIDIA DCGM exporter's utilisation gauge, in percent (0-100).
 DCGM_GPU_UTIL = External.DCGM_GPU_UTIL
@@ -221,3 +230,49 @@ def telemetry_absent(target: Target) -> str:
     metric = f"{METRICS.REQUESTS_IN_FLIGHT.prom}{target_selector(target)}"
     return (f"count(present_over_time({metric}[{d.absent_lookback}]))\n"
             f"unless\ncount(present_over_time({metric}[{d.absent}]))")
+
+
+# --- capacity plan: per replica (`redline plan`, targets[].planning) ----------------------
+# A replica is one process reporting the target's series (the ``instance`` label, OTel
+# ``service.instance.id``). These rules exist only for targets whose plan is written
+# (``planning.throughput_per_replica_rps``; ``max_replicas`` for the fleet forecast).
+
+def has_plan(target: Target) -> bool:
+    return target.planning.throughput_per_replica_rps is not None
+
+
+def fleet_capacity(target: Target) -> float | None:
+    """Requests/s the fleet serves at ``max_replicas`` replicas at the concurrency target."""
+    p = target.planning
+    if p.throughput_per_replica_rps is None or p.max_replicas is None:
+        return None
+    return round(p.max_replicas * p.throughput_per_replica_rps, 3)
+
+
+def instance_concurrency_raw(target: Target) -> str:
+    """In-flight model calls per replica (``instance``) of the target."""
+    return f"sum by (instance) ({METRICS.REQUESTS_IN_FLIGHT.prom}{target_selector(target)})"
+
+
+def replicas_raw(target: Target) -> str:
+    """Replicas reporting: distinct instances with an in-flight series for the target."""
+    return f"count({instance_concurrency_raw(target)})"
+
+
+def replicas_needed_raw(target: Target) -> str:
+    """Live request rate over the throughput one replica serves at the concurrency target."""
+    thr = target.planning.throughput_per_replica_rps
+    return f"ceil({recorded(REQUEST_RATE, target)} / {_num(thr)})"
+
+
+def fleet_capacity_predicted(target: Target) -> str:
+    """The request-rate trend reaches the fleet's capacity at ``max_replicas`` within
+    ``predict_horizon``, counted once the rate is above ``fleet_floor_fraction`` of it."""
+    d = target.durations
+    cap = fleet_capacity(target)
+    floor = round(cap * target.planning.fleet_floor_fraction, 3)
+    horizon = int(duration_seconds(d.predict_horizon))
+    return (f"predict_linear({recorded(REQUEST_RATE, target)}[{d.predict_window}], {horizon})"
+            f" > {_num(cap)}\n"
+            f"and on (target)\n"
+            f"{recorded(REQUEST_RATE, target)} >= {_num(floor)}")

@@ -35,8 +35,9 @@ WORK_CONSERVING = "RedlineLimiterNotWorkConserving"
 GPU = "RedlineGPUUtilizationHigh"
 ABSENT = "RedlineTelemetryAbsent"
 SESSIONS = "RedlineSessionsNearCapacity"
+FLEET = "RedlineFleetCapacityPredicted"
 ALERT_NAMES = (CONCURRENCY, PREDICTED, TTFT, LATENCY, ERROR_BUDGET, RETRY_STORM,
-               WORK_CONSERVING, GPU, ABSENT, SESSIONS)
+               WORK_CONSERVING, GPU, ABSENT, SESSIONS, FLEET)
 
 _V = "{{ $value | humanize }}"
 _PCT = "{{ $value | humanizePercentage }}"
@@ -158,7 +159,26 @@ def alert_specs(target: Target) -> list[AlertSpec]:
             f"{_pct(t.warn_fraction)} of its measured session capacity {cap} "
             f"(`redline sweep --unit sessions`) for {d.warn}. Each session holds a model "
             f"call part of its time; past the capacity their calls queue at the server."))
+    specs += _fleet_specs(target)
     return specs
+
+
+def _fleet_specs(target: Target) -> list[AlertSpec]:
+    """The fleet forecast, for targets with a written plan (``redline plan --write``)."""
+    cap = q.fleet_capacity(target)
+    if cap is None:
+        return []
+    t, d, n, p = target, target.durations, target.name, target.planning
+    thr = f"{p.throughput_per_replica_rps:g}"
+    return [AlertSpec(
+        FLEET, "warn", q.fleet_capacity_predicted(t), d.warn,
+        f"{n}: request rate trend exceeds the fleet's capacity {cap:g} req/s "
+        f"({p.max_replicas} replicas) within {d.predict_horizon}.",
+        f"At the trend of the last {d.predict_window}, target {n} will receive {_V} req/s "
+        f"in {d.predict_horizon}, more than its {p.max_replicas} replicas (max_replicas) "
+        f"serve at the concurrency target {t.concurrency_target} ({thr} req/s each, "
+        f"{cap:g} req/s in all): even scaled out the fleet will not fit. Raise "
+        f"planning.max_replicas and the quota behind it, or shed load.")]
 
 
 def _recording(target: Target) -> list[dict]:
@@ -171,7 +191,22 @@ def _recording(target: Target) -> list[dict]:
         {"record": q.TTFT_P95, "expr": q.ttft_p95_raw(target), "labels": label},
         {"record": q.LATENCY_P95, "expr": q.latency_p95_raw(target), "labels": label},
         {"record": q.RETRY_RATIO, "expr": q.retry_ratio_raw(target), "labels": label},
+        *_per_replica_recording(target),
     ]
+
+
+def _per_replica_recording(target: Target) -> list[dict]:
+    """Concurrency per replica, replicas reporting and (with a plan) replicas needed."""
+    label = {"target": target.name}
+    rules = [
+        {"record": q.INSTANCE_CONCURRENCY, "expr": q.instance_concurrency_raw(target),
+         "labels": label},
+        {"record": q.REPLICAS, "expr": q.replicas_raw(target), "labels": label},
+    ]
+    if q.has_plan(target):
+        rules.append({"record": q.REPLICAS_NEEDED, "expr": q.replicas_needed_raw(target),
+                      "labels": label})
+    return rules
 
 
 def _slo_recording(target: Target) -> list[dict]:

@@ -130,6 +130,25 @@ _BOOKS: dict[str, tuple[str, str, str, str]] = {
         "1. Is the app running? Is it configured with the Collector's endpoint?\n"
         "2. Is the Collector healthy (`:13133`), and its log free of export errors?\n"
         "3. Is Prometheus started with `--web.enable-otlp-receiver`?"),
+    r.FLEET: (
+        "Fleet capacity predicted to run out",
+        "A linear fit of the target's request rate over `durations.predict_window` exceeds, "
+        "within `durations.predict_horizon`, what the whole fleet serves when scaled out to "
+        "`planning.max_replicas`: `max_replicas × planning.throughput_per_replica_rps`, the "
+        "rate one replica serves at its concurrency target (`planning.target_fraction` of "
+        "the knee), written by `redline plan --write`. The autoscaler cannot help past "
+        "max_replicas: every replica will run past its knee. It only fires once the rate is "
+        "above `planning.fleet_floor_fraction` of that capacity.",
+        _q(f"{q.REQUEST_RATE}{_T}", f"{q.REPLICAS}{_T}  # replicas reporting",
+           f"{q.REPLICAS_NEEDED}{_T}  # live rate / throughput per replica",
+           f"{q.INSTANCE_CONCURRENCY}{_T}  # which replica is hot",
+           f"predict_linear({q.REQUEST_RATE}{_T}[10m], 900)"),
+        "1. Compare replicas needed with replicas reporting: if the autoscaler is already at "
+        "max_replicas, raise `planning.max_replicas` (and the GPU quota behind it), run "
+        "`redline plan` and `redline autoscaling`, and apply the result.\n"
+        "2. If throughput per replica dropped (longer prompts or outputs), the plan is stale: "
+        "re-run `redline sweep` and `redline plan`.\n"
+        "3. Otherwise shed or defer non-interactive load before the fleet saturates."),
     r.SESSIONS: (
         "Agent sessions near the measured session capacity",
         "The target's service has at least `warn_fraction` of `saturation_sessions` agent "

@@ -1,7 +1,7 @@
 """Rendering, atomic writing and drift checking of generated files.
 
 Every generated file starts with a header naming its source. ``write_files`` writes all
-files or none (each to a temporary sibling, then ``os.replace``), and removes files that
+files or none (:mod:`redline_operator.fileset`), and removes files that
 carry the header but are no longer generated (a target removed from ``redline.yaml``).
 ``diff_files`` is the ``--check`` side: a unified diff of what would change.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
+
+from redline_operator.fileset import read_text_or_none, write_set
 
 __all__ = ["header", "dump_yaml", "write_files", "diff_files", "stale_files", "GENERATED_GLOBS"]
 
@@ -73,35 +73,20 @@ def stale_files(files: dict[str, str], alerts_dir: str | Path) -> list[str]:
 def write_files(files: dict[str, str], alerts_dir: str | Path) -> tuple[list[str], list[str]]:
     """Write ``files`` (path -> text); remove stale generated files from ``alerts_dir``.
 
-    All contents are staged in temporary files first, so a failure leaves the old files.
+    All or none (:func:`redline_operator.fileset.write_set`): a failure leaves the old
+    files and no temporary file behind.
 
     Returns:
         (changed paths, removed paths).
+
+    Raises:
+        OSError: a file could not be written; nothing changed.
     """
-    staged: list[tuple[Path, Path]] = []
-    changed = []
-    try:
-        for rel, text in sorted(files.items()):
-            dest = Path(rel)
-            if dest.exists() and dest.read_text(encoding="utf-8") == text:
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)
-            staged.append((Path(tmp), dest))
-            changed.append(rel)
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, dest in staged:
-        os.replace(tmp, dest)
     removed = stale_files(files, alerts_dir)
-    for rel in removed:
-        Path(rel).unlink()
-    return changed, removed
+    changed = write_set({Path(rel): text for rel, text in files.items()},
+                        remove=[Path(rel) for rel in removed])
+    by_path = {Path(rel): rel for rel in files}
+    return [by_path[p] for p in changed], removed
 
 
 def diff_files(files: dict[str, str], alerts_dir: str | Path) -> str:
@@ -109,7 +94,11 @@ def diff_files(files: dict[str, str], alerts_dir: str | Path) -> str:
     out = []
     for rel, text in sorted(files.items()):
         path = Path(rel)
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        old = read_text_or_none(path)
+        if old is None and path.exists():
+            out.append(f"--- a/{rel}\n+++ b/{rel}\n@@ not UTF-8 text, would be replaced @@\n")
+            continue
+        old = old or ""
         if old != text:
             out.extend(difflib.unified_diff(
                 old.splitlines(keepends=True), text.splitlines(keepends=True),

@@ -66,18 +66,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace, cfg) -> int:
-    from redline_operator.dashboards.render import fetch_series, render_png
+    from redline_operator.dashboards.render import fetch_knee, render_png
     from redline_operator.promql import PrometheusClient, PrometheusError
 
-    target = cfg.target(args.target) if args.target else cfg.targets[0]
+    try:
+        target = cfg.target(args.target) if args.target else cfg.targets[0]
+    except ConfigError as exc:
+        raise CliError(f"--target: {exc} in {args.config}") from None
     try:
         seconds = duration_seconds(args.range)
-    except AttributeError:
+    except ValueError:
         raise CliError(f"--range {args.range!r}: expected a duration like 90s, 15m") from None
     try:
         with PrometheusClient(args.prometheus) as prom:
-            series = fetch_series(prom, cfg, target, seconds=seconds)
-        path = render_png(series, target, args.render_png)
+            picture = fetch_knee(prom, cfg, target, seconds=seconds)
+        path = render_png(picture, target, args.render_png)
     except (PrometheusError, ValueError) as exc:
         raise CliError(str(exc)) from None
     print(f"{path}: written")

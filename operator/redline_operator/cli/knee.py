@@ -46,8 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _selector(args: argparse.Namespace) -> str:
     from redline.config import ConfigError, load_config
-    from redline.semconv import Attr, prom_label
-    from redline_operator.promql import selector
+    from redline_operator.promql import target_matchers
 
     if args.selector is not None:
         return args.selector
@@ -59,9 +58,7 @@ def _selector(args: argparse.Namespace) -> str:
         match = load_config(args.config).target(args.target).match
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    return selector(**{"job": match.service,
-                       prom_label(Attr.SERVER_ADDRESS): match.server_address,
-                       prom_label(Attr.REQUEST_MODEL): match.model})
+    return target_matchers(match)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,11 +69,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         window_s, step_s = duration_seconds(args.window), duration_seconds(args.step)
         duration_seconds(args.rate_window)
-    except (AttributeError, KeyError):
+    except ValueError:
         raise CliError("--window, --step and --rate-window take Prometheus durations like "
                        "90s, 10m, 6h") from None
     if args.write_threshold and not args.target:
         raise CliError("--write-threshold needs --target NAME")
+    if not 1 <= args.min_samples <= 1_000_000:
+        raise CliError(f"--min-samples must be between 1 and 1000000, got {args.min_samples}")
+    if window_s <= 0 or step_s <= 0 or window_s / step_s > 11_000:
+        raise CliError(f"--window {args.window} / --step {args.step}: both must be positive "
+                       "and give at most 11000 points (Prometheus' query_range limit)")
     sel = _selector(args)
     try:
         with PrometheusClient(args.prometheus) as prom:

@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"redline {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the user named: say which and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"redline {args.command}: error: {where}{exc.strerror or exc}; nothing was "
+              f"changed", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"redline {args.command}: interrupted", file=sys.stderr)
         return 130

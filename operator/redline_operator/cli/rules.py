@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         changed, removed = write_files(files, alerts_dir)
     except OSError as exc:
-        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
+        raise CliError(f"cannot write {exc.filename}: {exc.strerror}; nothing was "
+                       "changed") from None
     for path in changed:
         print(f"wrote {path}")
     for path in removed:
@@ -119,12 +120,15 @@ def _check_targets(cfg, args) -> int:
 
 def _render_secrets(cfg, args) -> int:
     from redline_operator.alerts import render_secrets
+    from redline_operator.alerts.alertmanager import SecretsError
 
     try:
         written = render_secrets(cfg, args.render_secrets or None)
     except KeyError as exc:
         raise CliError(f"{args.config}: pager receivers read secrets from environment "
                        f"variables that are not set: {exc.args[0]}") from None
+    except SecretsError as exc:
+        raise CliError(f"{args.config}: key pager.secrets_dir: {exc}") from None
     for path in written:
         print(f"wrote {path} (mode 0600)")
     return 0

@@ -20,7 +20,18 @@ from pathlib import Path
 
 from redline_operator.cli.main import CliError
 
-__all__ = ["register"]
+__all__ = ["register", "MAX_LEVEL"]
+
+#: One Python process cannot hold more streams in flight and still measure them: past a
+#: few thousand the client, not the server, is what saturates (and Ctrl-C slows down).
+MAX_LEVEL = 2048
+_MAX_LEVELS = 64
+#: name -> (lowest, highest, whether the lowest is allowed)
+_BOUNDS = {
+    "warmup": (0, 3600, True), "ramp": (0, 3600, True), "min_duration": (0, 86400, True),
+    "max_step_duration": (0, 86400, False), "request_timeout": (0, 3600, False),
+    "p95_explode": (1, 1e6, False),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ep = p.add_argument_group("endpoint")
     ep.add_argument("--base-url", required=True, help="API root, e.g. http://host:8000/v1")
     ep.add_argument("--model", required=True, help="model name to request")
-    ep.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY, else 'unused')")
+    ep.add_argument("--api-key",
+                    help="API key. Prefer the OPENAI_API_KEY environment variable (the "
+                         "default; else 'unused'): a key given here is visible to every "
+                         "user in `ps` for as long as the sweep runs")
     ep.add_argument("--max-retries", type=int, default=2,
                     help="SDK retries per request, as in production (default 2)")
     ep.add_argument("--request-timeout", type=float, default=120.0, metavar="S",
@@ -41,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lv = p.add_argument_group("levels").add_mutually_exclusive_group()
     lv.add_argument("--levels", help="comma-separated concurrency levels, e.g. 1,2,4,8,16")
     lv.add_argument("--max-concurrency", type=int, default=64,
-                    help="levels 1,2,3,4,6,8,12,... up to this (default 64)")
+                    help=f"levels 1,2,3,4,6,8,12,... up to this (default 64, at most "
+                         f"{MAX_LEVEL})")
     wl = p.add_argument_group("request mix (fixed for every level)")
     wl.add_argument("--mix", type=Path, metavar="FILE",
                     help="JSONL, one request per line: prompt or messages, max_tokens, weight")
@@ -94,14 +109,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("warmup", "ramp", "min_duration", "max_step_duration", "request_timeout"):
+    for name, (low, high, low_ok) in _BOUNDS.items():
         value = getattr(args, name)
-        if not (value >= 0 and math.isfinite(value)):
-            raise CliError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
-    if args.min_requests < 1:
-        raise CliError(f"--min-requests must be at least 1, got {args.min_requests}")
-    if args.max_retries < 0:
-        raise CliError(f"--max-retries must be >= 0, got {args.max_retries}")
+        ok = math.isfinite(value) and (value >= low if low_ok else value > low) and value <= high
+        if not ok:
+            rel = ">=" if low_ok else ">"
+            raise CliError(f"--{name.replace('_', '-')} must be a number {rel} {low:g} and "
+                           f"<= {high:g}, got {value}")
+    if not 1 <= args.min_requests <= 1_000_000:
+        raise CliError(f"--min-requests must be between 1 and 1000000, got {args.min_requests}")
+    if not 0 <= args.max_retries <= 10:
+        raise CliError(f"--max-retries must be between 0 and 10, got {args.max_retries}")
+    if args.calls_knee is not None and not (math.isfinite(args.calls_knee)
+                                            and 0 < args.calls_knee <= 1_000_000):
+        raise CliError(f"--calls-knee must be a number > 0 and <= 1000000, got "
+                       f"{args.calls_knee}")
+    if not 1 <= args.max_concurrency <= MAX_LEVEL:
+        raise CliError(f"--max-concurrency must be between 1 and {MAX_LEVEL}, got "
+                       f"{args.max_concurrency}")
     if not 0 <= args.min_success <= 1:
         raise CliError(f"--min-success must be between 0 and 1, got {args.min_success}")
     if args.unit != "sessions" and (args.sessions or args.calls_knee is not None):
@@ -116,8 +141,11 @@ def _inputs(args: argparse.Namespace):
 
     _check_positive(args)
     try:
-        levels = parse_levels(args.levels) if args.levels else default_levels(
+        levels = parse_levels(args.levels) if args.levels is not None else default_levels(
             args.max_concurrency)
+        if levels[-1] > MAX_LEVEL or len(levels) > _MAX_LEVELS:
+            raise ValueError(f"bad --levels {args.levels!r}: at most {_MAX_LEVELS} levels, "
+                             f"each at most {MAX_LEVEL}")
         output = TokenDist.parse(args.output_tokens)
         if args.mix:
             workload = Workload.from_file(args.mix, output_tokens=output)
@@ -157,18 +185,39 @@ def _check_config(args: argparse.Namespace) -> None:
         raise CliError(f"{args.config}: its folder is not writable")
 
 
+def _check_out(out: Path) -> None:
+    """Fail before any load when the results could not be saved."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write results there: "
+                       f"{exc.strerror or exc}") from None
+
+
+def _save(result, out: Path, plot: bool) -> dict:
+    from redline_operator.sweep.report import write_report
+
+    try:
+        return write_report(result, out, plot=plot)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # one INFO line per HTTP request would bury the progress bar
         for name in ("httpx", "httpx2", "openai"):
             logging.getLogger(name).setLevel(logging.WARNING)
     levels, workload, plan = _inputs(args)
     _check_config(args)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"--out {args.out}: cannot create: {exc.strerror}") from None
+    _check_out(args.out)
+    if args.api_key:
+        print("redline sweep: note: --api-key is visible to other users in `ps`; prefer "
+              "OPENAI_API_KEY in the environment", file=sys.stderr)
 
-    from redline_operator.sweep.report import write_report
     from redline_operator.sweep.runner import StopRules, SweepResult
 
     if args.unit == "sessions":
@@ -186,39 +235,42 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_sweep(args, levels, workload, plan, stop, result, ctrl_c))
     except KeyboardInterrupt:  # before the load started (import, preflight)
-        _save_interrupted(args, result)
-        return 130
-    paths = write_report(result, args.out, plot=not args.no_plot)
+        return _save_interrupted(args, result)
+    paths = _save(result, args.out, plot=not args.no_plot)
     _print_summary(result, paths)
     if args.write_threshold:
         _write_threshold(args, result)
     return 0
 
 
-def _save_interrupted(args: argparse.Namespace, result) -> None:
-    """Save the finished steps (no plot: drawing it takes seconds) and say where."""
-    from redline_operator.sweep.report import write_report
-
+def _save_interrupted(args: argparse.Namespace, result) -> int:
+    """Save the finished steps (no plot: drawing it takes seconds); the exit code."""
     result.status = "interrupted"
-    paths = write_report(result, args.out, plot=False)
+    try:
+        paths = _save(result, args.out, plot=False)
+    except CliError as exc:
+        print(f"redline sweep: interrupted, and {exc}", file=sys.stderr)
+        return 2
     print(f"redline sweep: interrupted; {len(result.steps)} finished step(s) saved to "
           f"{paths['json']} and {paths['csv']} (no plot for an interrupted sweep)",
           file=sys.stderr)
+    return 130
 
 
 def _exit_interrupted(args: argparse.Namespace, result, bar) -> None:
-    """SIGINT during the load: save, then exit at once with 130.
+    """SIGINT during the load: save, then exit at once (130; 2 when saving failed).
 
-    The requests in flight are cut by the process exit closing their sockets. Cancelling
-    them one by one instead costs O(n) each in the HTTP pool (O(n^2) in all: about 4 s
-    for 2,000 in flight on a busy 2-core machine), and the user asked to stop now.
+    Runs as an event-loop signal callback, so no step is half-recorded. The requests in
+    flight are cut by the process exit closing their sockets: cancelling them one by one
+    instead costs O(n) each in the HTTP pool (O(n^2) in all: about 4 s for 2,000 in
+    flight on a busy 2-core machine), and the user asked to stop now.
     """
     bar.stop()  # gives the terminal its cursor back
-    _save_interrupted(args, result)
+    code = _save_interrupted(args, result)
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
-    os._exit(130)
+    os._exit(code)
 
 
 async def _sweep(args, levels, workload, plan, stop, result, ctrl_c: bool = False) -> None:
@@ -226,7 +278,6 @@ async def _sweep(args, levels, workload, plan, stop, result, ctrl_c: bool = Fals
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from redline_operator.sweep.load import LoadGenerator, PreflightError
-    from redline_operator.sweep.report import write_report
     from redline_operator.sweep.runner import run_sweep
     from redline_operator.sweep.sessions import SessionLoadGenerator, SessionWorkload
 
@@ -257,7 +308,7 @@ async def _sweep(args, levels, workload, plan, stop, result, ctrl_c: bool = Fals
 
             def on_step(r) -> None:
                 bar.update(overall, completed=len(r.steps))
-                write_report(r, args.out, plot=False)  # a Ctrl-C keeps every finished step
+                _save(r, args.out, plot=False)  # a Ctrl-C keeps every finished step
 
             loop = asyncio.get_running_loop()
             if ctrl_c:

@@ -38,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from redline_operator.promql import PrometheusClient
     from redline_operator.top import run_top
 
-    if args.interval <= 0:
-        raise CliError(f"--interval must be positive, got {args.interval}")
+    if not 0 < args.interval <= 3600:
+        raise CliError(f"--interval must be between 0 and 3600 seconds, got {args.interval}")
+    if not args.prometheus.startswith(("http://", "https://")):
+        raise CliError(f"--prometheus {args.prometheus!r}: expected an http:// or https:// URL")
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

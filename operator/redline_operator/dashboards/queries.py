@@ -6,16 +6,20 @@ names come from :mod:`redline.semconv` (``METRICS.X.prom``) and label names from
 simulated vLLM server, NVIDIA's DCGM exporter and Prometheus' ``ALERTS``) are declared
 once in :data:`EXTERNAL_METRICS`.
 
-Queries read raw series, not recording rules, so a dashboard works whether or not the
-generated rules are loaded. Latency histograms are native histograms: quantiles come
-from ``histogram_quantile`` over ``rate()`` of the histogram itself, counts from
-``histogram_count``.
+Panels that carry a threshold or SLO line show what the alert compares with it: the
+recording rules of :mod:`redline_operator.alerts.queries` (``redline:target_*``, 1m/5m
+windows, label ``target``), so a line crosses its threshold exactly when the alert's
+condition holds. Finer views (raw series over ``$__rate_interval``, about 20 s on
+redline's 5 s scrape) are labelled "raw" in their legend. Latency histograms are native
+histograms: quantiles come from ``histogram_quantile`` over ``rate()`` of the histogram
+itself, counts from ``histogram_count``.
 
 Grafana variables used: ``$job`` (OTel ``service.name``), ``$model``
-(``gen_ai.request.model``), ``$target`` (a target name of ``redline.yaml``) and
-``$__rate_interval``. Target-scoped queries carry one branch per configured target,
-labelled with the target name, and keep only the branch selected by ``$target``; each
-branch uses that target's own ``match`` selector, so thresholds and series always agree.
+(``gen_ai.request.model``), ``$target`` (a target name of ``redline.yaml``),
+``$server_job`` (the inference server's scrape job) and ``$__rate_interval``.
+Raw target-scoped queries carry one branch per configured target, labelled with the
+target name, and keep only the branch selected by ``$target``; each branch uses that
+target's own ``match`` selector, so thresholds and series always agree.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 from redline.config import Target
 from redline.semconv import METRICS, Attr, External, MetricSpec, prom_label
+from redline_operator.alerts import queries as rules
 from redline_operator.promql import target_matchers
 
 __all__ = [
@@ -110,38 +115,82 @@ def _in_flight(sel: str) -> str:
     return f"sum({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}})"
 
 
+def recorded(name: str, target: str = "$target") -> str:
+    """A recording rule's series for one target: what the target's alerts evaluate."""
+    return f'{name}{{target="{target}"}}'
+
+
+RAW = "raw"  # the word legends of finer, non-alerted views carry
+
+
 # --- concurrency vs p95 (target-scoped) -----------------------------------------------
 
-def target_concurrency(targets: Sequence[Target]) -> Query:
-    """In-flight model calls of the selected target, summed over every process."""
-    return Query(per_target(targets, lambda t: _in_flight(target_selector(t))), "in-flight")
+def target_concurrency(legend: str = "in-flight") -> Query:
+    """In-flight model calls of the selected target, as RedlineConcurrency* evaluates them."""
+    return Query(recorded(rules.CONCURRENCY), legend)
 
 
-def target_p95(targets: Sequence[Target]) -> Query:
-    """p95 end-to-end latency of the selected target's model calls."""
+def target_p95(legend: str = "p95") -> Query:
+    """p95 latency of the selected target over 1m, as RedlineLatencyOverSLO evaluates it."""
+    return Query(recorded(rules.LATENCY_P95), legend)
+
+
+def target_concurrency_raw(targets: Sequence[Target]) -> Query:
+    """In-flight calls of the selected target from raw series (works without the rules)."""
+    return Query(per_target(targets, lambda t: _in_flight(target_selector(t))),
+                 f"in-flight ({RAW})")
+
+
+def target_p95_raw(targets: Sequence[Target]) -> Query:
+    """The same p95 over ``$__rate_interval`` from raw series: finer, never alerted on."""
     return Query(per_target(targets, lambda t: _quantile(
-        0.95, METRICS.OPERATION_DURATION, target_selector(t))), "p95")
+        0.95, METRICS.OPERATION_DURATION, target_selector(t))), f"p95 ({RAW}, finer)")
 
 
-def target_level(targets: Sequence[Target], level: str) -> Query:
+def target_constant(targets: Sequence[Target], value: Callable[[Target], float],
+                    legend: str) -> Query:
+    """A constant series at a per-target value (threshold, SLO) of the selected target."""
+    return Query(per_target(targets, lambda t: f"vector({value(t):g})"), legend)
+
+
+LEVELS = {"saturation": lambda t: t.saturation_concurrency,
+          "page": lambda t: t.page_concurrency, "warn": lambda t: t.warn_concurrency}
+
+
+def target_level(targets: Sequence[Target], level: str, legend: str | None = None) -> Query:
     """A constant series at the target's ``saturation``, ``page`` or ``warn`` concurrency."""
-    attr = {"saturation": "saturation_concurrency", "page": "page_concurrency",
-            "warn": "warn_concurrency"}[level]
-    return Query(per_target(targets, lambda t: f"vector({getattr(t, attr):g})"), level)
+    return target_constant(targets, LEVELS[level], legend or level)
 
 
 def headroom(target: Target) -> Query:
-    """1 - concurrency / saturation for one target (negative past the knee)."""
-    return Query(f"1 - {_in_flight(target_selector(target))} / "
-                 f"{target.saturation_concurrency:g}", target.name)
+    """1 - concurrency / saturation for one target (negative past the knee), an instant
+    query on the recorded concurrency the alerts evaluate."""
+    return Query(f"1 - {recorded(rules.CONCURRENCY, target.name)} / "
+                 f"{target.saturation_concurrency:g}", target.name, instant=True)
+
+
+def target_ttft_p95(legend: str) -> Query:
+    """p95 TTFT of the selected target over 1m, as RedlineTTFTOverSLO evaluates it."""
+    return Query(recorded(rules.TTFT_P95), legend)
+
+
+def target_error_ratio(window: str, legend: str) -> Query:
+    """Error ratio of the selected target over ``window``, as the burn-rate alerts see it."""
+    return Query(recorded(rules.ERROR_RATIO.format(window=window)), legend)
+
+
+def target_retry_ratio(legend: str) -> Query:
+    """Retries per finished call over 5m, as RedlineRetryStorm evaluates it."""
+    return Query(recorded(rules.RETRY_RATIO), legend)
 
 
 # --- latency --------------------------------------------------------------------------
 
 def latency_quantiles(spec: MetricSpec = METRICS.OPERATION_DURATION,
-                      qs: Sequence[float] = (0.5, 0.95, 0.99)) -> list[Query]:
+                      qs: Sequence[float] = (0.5, 0.95, 0.99), suffix: str = "") -> list[Query]:
     """p50/p95/p99 of a latency histogram over ``$job``/``$model``."""
-    return [Query(_quantile(q, spec, model_selector()), f"p{round(q * 100)}") for q in qs]
+    return [Query(_quantile(q, spec, model_selector()), f"p{round(q * 100)}{suffix}")
+            for q in qs]
 
 
 def latency_p95_by_model(spec: MetricSpec = METRICS.OPERATION_DURATION) -> Query:
@@ -162,24 +211,24 @@ def throughput_by_outcome() -> list[Query]:
     ]
 
 
-def error_ratio() -> Query:
+def error_ratio(legend: str = "error ratio") -> Query:
     """Share of finished model calls that failed."""
     spec, sel = METRICS.REQUESTS, model_selector()
     return Query(f'(sum(rate({spec.prom}{{{sel},{ERROR_LABEL}!=""}}[{RATE}])) or vector(0)) / '
-                 f"sum(rate({spec.prom}{{{sel}}}[{RATE}]))", "error ratio")
+                 f"sum(rate({spec.prom}{{{sel}}}[{RATE}]))", legend)
 
 
-def retries_by_cause() -> Query:
+def retries_by_cause(suffix: str = "") -> Query:
     """Retries per second by the cause of the attempt that preceded them."""
     return Query(f"sum by ({CAUSE_LABEL}) (rate({METRICS.RETRIES.prom}{{{model_selector()}}}"
-                 f"[{RATE}]))", f"{{{{{CAUSE_LABEL}}}}}")
+                 f"[{RATE}]))", f"{{{{{CAUSE_LABEL}}}}}{suffix}")
 
 
-def retry_ratio() -> Query:
+def retry_ratio(legend: str = "retries per call") -> Query:
     """Retries per finished call: above a target's retry_storm_ratio is a retry storm."""
     sel = model_selector()
     return Query(f"(sum(rate({METRICS.RETRIES.prom}{{{sel}}}[{RATE}])) or vector(0)) / "
-                 f"sum(rate({METRICS.REQUESTS.prom}{{{sel}}}[{RATE}]))", "retries per call")
+                 f"sum(rate({METRICS.REQUESTS.prom}{{{sel}}}[{RATE}]))", legend)
 
 
 # --- Little's law ---------------------------------------------------------------------
@@ -234,9 +283,17 @@ def limiter_flow() -> list[Query]:
     ]
 
 
+SERVER_SELECTOR = 'job=~"$server_job"'  # the server's scrape job, not the client's model name
+
+
 def client_vs_server() -> list[Query]:
-    """What clients have in flight against what the server runs and queues."""
-    server_sel = 'model_name=~"$model"'
+    """What clients have in flight against what the server runs and queues.
+
+    The server side is selected by its scrape job (``$server_job``): vLLM's
+    ``model_name`` is the *served* model, which need not equal the model name clients
+    request, so filtering it by ``$model`` would hide the server.
+    """
+    server_sel = SERVER_SELECTOR
     return [
         Query(_in_flight(model_selector()), "client in-flight"),
         Query(f"sum({VLLM_RUNNING}{{{server_sel}}})", "server running"),
@@ -246,42 +303,49 @@ def client_vs_server() -> list[Query]:
 
 # --- GPU (redline's NVML reader or DCGM exporter) -------------------------------------
 
+GPU_BY = f"instance, {GPU_LABEL}"  # GPU 0 of two hosts are two GPUs (as in the GPU alert)
+GPU_LEGEND = f"{{{{instance}}}} GPU {{{{{GPU_LABEL}}}}}"
+
+
 def _gpu(spec: MetricSpec, dcgm: str, agg: str = "avg") -> str:
     nvml = (f'label_replace({spec.prom}, "{GPU_LABEL}", "$1", '
             f'"{prom_label(Attr.HW_GPU_INDEX)}", "(.*)")')
-    return f"{agg} by ({GPU_LABEL}) ({nvml}) or {agg} by ({GPU_LABEL}) ({dcgm})"
+    return f"{agg} by ({GPU_BY}) ({nvml}) or {agg} by ({GPU_BY}) ({dcgm})"
 
 
 def gpu_utilization() -> Query:
     """GPU busy fraction, 0..1, from NVML (hw.gpu.utilization) or DCGM (percent / 100)."""
-    return Query(_gpu(METRICS.GPU_UTILIZATION, f"{DCGM_GPU_UTIL} / 100"),
-                 f"GPU {{{{{GPU_LABEL}}}}}")
+    return Query(_gpu(METRICS.GPU_UTILIZATION, f"{DCGM_GPU_UTIL} / 100"), GPU_LEGEND)
 
 
 def gpu_memory() -> list[Query]:
     """GPU memory used and total, bytes (DCGM reports MiB)."""
     return [
         Query(_gpu(METRICS.GPU_MEMORY_USAGE, f"{DCGM_FB_USED} * {_MIB}", "max"),
-              f"used GPU {{{{{GPU_LABEL}}}}}"),
+              f"used {GPU_LEGEND}"),
         Query(_gpu(METRICS.GPU_MEMORY_LIMIT, f"({DCGM_FB_USED} + {DCGM_FB_FREE}) * {_MIB}", "max"),
-              f"total GPU {{{{{GPU_LABEL}}}}}"),
+              f"total {GPU_LEGEND}"),
     ]
 
 
 def gpu_power() -> Query:
     """GPU power draw in watts."""
-    return Query(_gpu(METRICS.GPU_POWER, DCGM_POWER, "max"), f"GPU {{{{{GPU_LABEL}}}}}")
+    return Query(_gpu(METRICS.GPU_POWER, DCGM_POWER, "max"), GPU_LEGEND)
 
 
 # --- alerts ---------------------------------------------------------------------------
 
-def firing_alerts() -> str:
-    """The annotation query: redline's firing alerts from Prometheus' ALERTS series."""
-    return f'{ALERTS}{{alertstate="firing"}}'
+ALERT_TAG_KEYS = "alertname,severity,target"  # labels every generated alert's ALERTS carries
+
+
+def firing_alerts(severity: str) -> str:
+    """The annotation query: the selected target's firing alerts of one severity, from
+    Prometheus' ALERTS series (labels: alertname, alertstate, severity, target)."""
+    return f'{ALERTS}{{alertstate="firing",severity="{severity}",target="$target"}}'
 
 
 def substitute(expr: str, *, target: str, rate_interval: str = "1m", job: str = ".*",
-               model: str = ".*") -> str:
+               model: str = ".*", server_job: str = ".*") -> str:
     """An expression with Grafana's variables replaced, to run against Prometheus directly.
 
     Args:
@@ -292,4 +356,40 @@ def substitute(expr: str, *, target: str, rate_interval: str = "1m", job: str = 
         model: Regex for ``$model``.
     """
     return (expr.replace(RATE, rate_interval).replace("$target", target)
-            .replace("$job", job).replace("$model", model))
+            .replace("$server_job", server_job).replace("$job", job).replace("$model", model))
+
+
+# --- capacity plan: per replica (`redline plan`, targets[].planning) ------------------
+# A replica is one process reporting the target's series (``instance``).
+
+def _per_instance(sel: str) -> str:
+    return f"sum by (instance) ({METRICS.REQUESTS_IN_FLIGHT.prom}{{{sel}}})"
+
+
+def plan_concurrency_per_replica(targets: Sequence[Target]) -> list[Query]:
+    """In-flight model calls of each replica of the selected target, and its target."""
+    return [
+        # no alert compares one replica with the target (the fleet forecast uses the rate)
+        Query(per_target(targets, lambda t: _per_instance(target_selector(t))),
+              f"{{{{instance}}}} ({RAW})"),
+        Query(per_target(targets, lambda t: f"vector({t.concurrency_target})"),
+              "concurrency target"),
+    ]
+
+
+def plan_replicas(targets: Sequence[Target]) -> list[Query]:
+    """Replicas reporting against replicas needed now (live rate / throughput per replica)
+    and the plan's bounds, for the targets with a written plan."""
+    out = [Query(per_target(targets, lambda t: f"count({_per_instance(target_selector(t))})"),
+                 f"replicas reporting ({RAW})")]
+    planned = [t for t in targets if t.planning.throughput_per_replica_rps]
+    if planned:
+        out.append(Query(per_target(planned, lambda t: (
+            f"ceil(sum(rate({METRICS.REQUESTS.prom}{{{target_selector(t)}}}[{RATE}])) / "
+            f"{t.planning.throughput_per_replica_rps:g})")), f"replicas needed ({RAW})"))
+    for key in ("min_replicas", "max_replicas"):
+        bounded = [t for t in targets if getattr(t.planning, key)]
+        if bounded:
+            out.append(Query(per_target(
+                bounded, lambda t, k=key: f"vector({getattr(t.planning, k)})"), key))
+    return out

@@ -1,8 +1,11 @@
 """A PNG of the concurrency-vs-p95 view, drawn with matplotlib from live Prometheus data.
 
-Grafana is not needed: the picture runs the *same* expressions as the dashboard's lead
-panels (``queries.target_concurrency``/``target_p95`` and the threshold levels), over a
-``query_range``, so the README image shows what the dashboard shows.
+Grafana is not needed, and the picture is what the dashboard draws: :func:`fetch_knee`
+runs the generated knee panel's queries the way Grafana 11.6 runs them (variables and
+intervals expanded, range aligned to the step), joins them on Time as the panel's
+``joinByField`` transformation does and takes its XY series with the panel's own mapping
+(:mod:`.grafana`). The right-hand plot is exactly those (concurrency, p95) pairs and the
+three threshold marks; the left-hand plot is the same joined frame over time.
 
 Example::
 
@@ -13,71 +16,92 @@ Example::
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from redline.config import Config, Target
-from redline_operator.dashboards import queries as q
+from redline_operator.dashboards import grafana
 from redline_operator.promql import PrometheusClient
 
-__all__ = ["fetch_series", "render_png"]
+__all__ = ["KneePicture", "fetch_knee", "render_png"]
+
+# Grafana's named colours (the panel's overrides) in matplotlib terms.
+_COLORS = {"orange": "tab:orange", "red": "tab:red", "dark-red": "darkred",
+           "purple": "tab:purple"}
 
 
-def fetch_series(prom: PrometheusClient, cfg: Config, target: Target, *, seconds: float,
-                 step: float = 2.0, rate_interval: str = "30s") -> dict[str, list[tuple]]:
-    """``{"in-flight": [(t, v)...], "p95": [...]}`` for one target over the last ``seconds``."""
-    end = time.time()
-    out: dict[str, list[tuple]] = {}
-    for query in (q.target_concurrency(cfg.targets), q.target_p95(cfg.targets)):
-        expr = q.substitute(query.expr, target=target.name, rate_interval=rate_interval)
-        result = prom.query_range(expr, end - seconds, end, step)
-        out[query.legend] = [(float(t), float(v)) for r in result for t, v in r["values"]
-                             if v not in ("NaN", "+Inf", "-Inf")]
-    return out
+@dataclass
+class KneePicture:
+    """The knee panel's joined frame and XY series for one target."""
+
+    target: str
+    times: list[float]
+    fields: dict[str, list[float | None]]
+    series: list[grafana.XYSeries]
 
 
-def render_png(series: dict[str, list[tuple]], target: Target, path: str | Path) -> Path:
-    """Draw concurrency and p95 over time (two axes) and p95 against concurrency.
+def fetch_knee(prom: PrometheusClient, cfg: Config, target: Target, *, seconds: float,
+               at: float | None = None) -> KneePicture:
+    """The knee panel of ``cfg``'s saturation dashboard for ``target`` over the last
+    ``seconds`` (ending ``at``, default now), as Grafana would compute it."""
+    from redline_operator.dashboards import build_dashboards
+
+    model = build_dashboards(cfg)["redline-saturation.json"]
+    view = grafana.View(range_s=seconds)
+    times, fields, series = grafana.knee_frame(prom, model, target.name, view,
+                                               time.time() if at is None else at)
+    return KneePicture(target.name, times, fields, series)
+
+
+def render_png(picture: KneePicture, target: Target, path: str | Path) -> Path:
+    """Draw the joined frame over time (two axes) and the panel's XY series.
 
     Raises:
-        ValueError: there are no points where both series have a value.
+        ValueError: the knee panel has no (concurrency, p95) pair to draw.
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conc, p95 = dict(series["in-flight"]), dict(series["p95"])
-    # Idle instants carry the p95 of calls that already ended; they are not a load point.
-    both = sorted(t for t in conc if t in p95 and conc[t] > 0)
-    if not both:
-        raise ValueError("no instants with both concurrency and p95: is the workload running "
-                         "and does the target's match selector fit its series?")
-    t0 = both[0]
-    levels = [("warn", target.warn_concurrency, "tab:orange"),
-              ("page", target.page_concurrency, "tab:red"),
-              ("saturation", target.saturation_concurrency, "darkred")]
-
+    cloud, *marks = picture.series or [None]
+    if cloud is None or not cloud.pairs:
+        raise ValueError("the knee panel has no (concurrency, p95) pairs: is the workload "
+                         "running, are the recording rules loaded, and does the target's "
+                         "match selector fit its series?")
+    t0 = picture.times[0]
     fig, (ax1, ax3) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110)
     fig.suptitle(f"redline — concurrency vs p95, target {target.name!r} (live Prometheus data)")
-    xs = [t - t0 for t in sorted(conc)]
-    ax1.plot(xs, [conc[t] for t in sorted(conc)], color="tab:blue", lw=2, label="in-flight")
-    for name, value, color in levels:
-        ax1.axhline(value, color=color, ls="--", lw=1.2, label=f"{name} ({value:g})")
+
+    def over_time(ax, name: str, **style):
+        pts = [(t - t0, v) for t, v in zip(picture.times, picture.fields.get(name, []),
+                                           strict=False) if v is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
+
+    over_time(ax1, "in-flight", color="tab:blue", lw=2, label="in-flight")
+    levels = [("warn", target.warn_concurrency), ("page", target.page_concurrency),
+              ("saturation", target.saturation_concurrency)]
+    for (name, value), mark in zip(levels, marks, strict=False):
+        ax1.axhline(value, color=_COLORS.get(mark.color, "gray"), ls="--", lw=1.2,
+                    label=f"{name} ({value:g})")
     ax1.set_xlabel("seconds")
     ax1.set_ylabel("calls in flight", color="tab:blue")
     ax2 = ax1.twinx()
-    ax2.plot([t - t0 for t in sorted(p95)], [p95[t] for t in sorted(p95)], color="tab:purple",
-             lw=2, label="p95 latency")
+    over_time(ax2, "p95", color="tab:purple", lw=2, label="p95 latency (1m)")
     ax2.set_ylabel("p95 latency (s)", color="tab:purple")
     handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax1.legend(handles=handles, loc="upper left", fontsize=8)
     ax1.set_title("over time (dashboard panel 1)", fontsize=10)
 
-    ax3.scatter([conc[t] for t in both], [p95[t] for t in both], s=14, color="tab:purple",
-                alpha=0.7, label="p95 at that concurrency")
-    for name, value, color in levels:
-        ax3.axvline(value, color=color, ls="--", lw=1.2, label=f"{name} ({value:g})")
+    ax3.scatter([x for x, _ in cloud.pairs], [y for _, y in cloud.pairs], s=14,
+                color=_COLORS.get(cloud.color, "tab:purple"), alpha=0.7, label=cloud.name)
+    for mark in marks:
+        ys = [y for _, y in mark.pairs]
+        x = mark.pairs[0][0] if mark.pairs else None
+        if x is not None:
+            ax3.plot([x, x], [min(ys), max(ys)], color=_COLORS.get(mark.color, "gray"),
+                     ls="--", lw=1.4, label=f"{mark.name} ({x:g})")
     ax3.set_xlabel("calls in flight")
-    ax3.set_ylabel("p95 latency (s)")
+    ax3.set_ylabel("p95 latency over 1m (s)")
     ax3.set_title("p95 against concurrency: the knee (dashboard panel 2)", fontsize=10)
     ax3.legend(loc="upper left", fontsize=8)
     ax3.grid(alpha=0.3)

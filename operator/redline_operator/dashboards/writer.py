@@ -2,8 +2,9 @@
 
 The same config always yields the same bytes (sorted keys, two-space indent, trailing
 newline), so a golden-file test and ``redline dashboards --check`` can compare files
-exactly. A write goes to a temporary file in the target folder and is renamed over the
-old file, so Grafana's file provisioner never reads a half-written dashboard.
+exactly. Writes go to temporary files in the target folder, renamed over the old files as
+one set (:mod:`redline_operator.fileset`), so Grafana's file provisioner never reads a
+half-written dashboard and a failure never leaves one dashboard new and the other old.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from redline_operator.fileset import read_text_or_none, write_set
 
 __all__ = ["render", "write_atomic", "write_dashboards", "check_dashboards"]
 
@@ -40,15 +43,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_dashboards(models: Mapping[str, Mapping], out: str | os.PathLike[str]) -> list[Path]:
-    """Write every dashboard under ``out``; returns the paths whose content changed."""
-    changed = []
-    for name, model in sorted(models.items()):
-        path = Path(out) / name
-        text = render(model)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            write_atomic(path, text)
-            changed.append(path)
-    return changed
+    """Write every dashboard under ``out``, all or none; returns the paths whose content
+    changed.
+
+    Raises:
+        OSError: a dashboard could not be written; every file is as it was.
+    """
+    return write_set({Path(out) / name: render(model) for name, model in models.items()})
 
 
 def check_dashboards(models: Mapping[str, Mapping], out: str | os.PathLike[str]) -> str:
@@ -60,7 +61,7 @@ def check_dashboards(models: Mapping[str, Mapping], out: str | os.PathLike[str])
     diff: list[str] = []
     for name, model in sorted(models.items()):
         path = out / name
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        old = read_text_or_none(path) or ""
         new = render(model)
         if old != new:
             diff += difflib.unified_diff(old.splitlines(keepends=True),

@@ -30,37 +30,42 @@ class SimConfig(BaseModel):
         0.0057
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    model: str = Field("sim-model", min_length=1, description="model name served and labelled")
-    slots: int = Field(16, ge=1, description="max sequences decoding at once (batch size)")
-    queue_limit: int = Field(1024, ge=0, description="max waiting requests beyond the slots")
+    model: str = Field("sim-model", min_length=1, max_length=256,
+        description="model name served and labelled")
+    slots: int = Field(16, ge=1, le=100_000,
+        description="max sequences decoding at once (batch size)")
+    queue_limit: int = Field(1024, ge=0, le=1_000_000,
+        description="max waiting requests beyond the slots")
     queue_full_retry_after_s: float = Field(
-        1.0, gt=0, description="Retry-After sent with a queue-full 429"
+        1.0, gt=0, le=3600, description="Retry-After sent with a queue-full 429"
     )
-    prefill_base_s: float = Field(0.02, ge=0, description="fixed cost of one prefill")
+    prefill_base_s: float = Field(0.02, ge=0, le=60, description="fixed cost of one prefill")
     prefill_per_token_s: float = Field(
-        0.0002, ge=0, description="prefill cost per prompt token"
+        0.0002, ge=0, le=1, description="prefill cost per prompt token"
     )
-    decode_base_s: float = Field(0.02, gt=0, description="one decode step at batch size 1")
+    decode_base_s: float = Field(0.02, gt=0, le=60, description="one decode step at batch size 1")
     decode_alpha: float = Field(
-        0.02, ge=0, description="relative slowdown of a decode step per extra sequence"
+        0.02, ge=0, le=100, description="relative slowdown of a decode step per extra sequence"
     )
     default_output_tokens: int = Field(
-        64, ge=1, description="output length when the request sets no max tokens"
+        64, ge=1, le=1_000_000, description="output length when the request sets no max tokens"
     )
     prompt_tokens: int | None = Field(
-        None, ge=1, description="fixed prompt length for every request (else estimated)"
+        None, ge=1, le=10_000_000,
+        description="fixed prompt length for every request (else estimated)",
     )
-    chars_per_token: float = Field(4.0, gt=0, description="prompt-length estimate divisor")
-    embedding_dim: int = Field(16, ge=1, description="length of embedding vectors")
-    seed: int = Field(0, description="seed of token text and random faults")
+    chars_per_token: float = Field(4.0, gt=0, le=1000, description="prompt-length estimate divisor")
+    embedding_dim: int = Field(16, ge=1, le=65_536, description="length of embedding vectors")
+    seed: int = Field(0, ge=-(2**63), le=2**63 - 1,
+        description="seed of token text and random faults")
     error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered 500")
     rate_limit_rate: float = Field(0.0, ge=0, le=1, description="share answered 429")
     slow_rate: float = Field(0.0, ge=0, le=1, description="share delayed by slow_delay_s")
-    slow_delay_s: float = Field(2.0, ge=0, description="delay of a slow request")
+    slow_delay_s: float = Field(2.0, ge=0, le=3600, description="delay of a slow request")
     drop_rate: float = Field(0.0, ge=0, le=1, description="share whose stream is cut")
-    log_limit: int = Field(100_000, ge=1, description="request-log records kept")
+    log_limit: int = Field(100_000, ge=1, le=10_000_000, description="request-log records kept")
 
     @model_validator(mode="after")
     def _rates_fit(self) -> SimConfig:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -272,7 +273,10 @@ class Stack:
         rows = []
         for c in self.components():
             record = self._running(c)
-            ready = record is not None and processes.probe(c.ready_url)
+            # Ready only when the process of the pid file answers on its own port.
+            port = urlsplit(c.ready_url).port
+            ready = (record is not None and port is not None
+                     and processes.listens_on(record.pid, port) and processes.probe(c.ready_url))
             ports = tuple(getattr(self.ports, p) for p in c.ports)
             rows.append(ComponentStatus(c.name, record.pid if record else None, ports, ready))
         return rows

@@ -2,8 +2,13 @@
 
 A process started here runs in its own session, so it outlives the ``redline stack
 up`` that started it and ignores the terminal's Ctrl-C. Its pid file records the pid,
-the process start time (from ``/proc``) and a marker from its command line; ``stop``
-acts only when all three still match, so a recycled pid is never signalled.
+the process start time (from ``/proc``), a marker and the full command line; ``stop``
+signals only a process whose identity is proven: the start time is known and equal, the
+marker is non-empty and the command line is exactly the recorded one. A recycled pid, or
+a pid file edited to name someone else's process, is never signalled.
+
+Readiness is the component's own: :func:`listens_on` checks that the port answering the
+readiness probe is held by that very process, not by whatever else took the port.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "stop",
     "wait_ready",
     "probe",
+    "listens_on",
     "ReadinessError",
 ]
 
@@ -116,11 +122,51 @@ def read_pid(pid_file: Path) -> PidRecord | None:
 
 
 def is_alive(record: PidRecord) -> bool:
-    """Whether the process of ``record`` still runs and is the same process."""
-    ticks = _start_ticks(record.pid)
-    if ticks is None:
+    """Whether the process of ``record`` still runs and is provably the same process."""
+    if record.pid <= 1 or record.start_ticks <= 0 or not record.marker or not record.argv:
+        return False  # nothing to prove identity with: never ours
+    if record.pid == os.getpid():
         return False
-    return (record.start_ticks in (0, ticks)) and record.marker in _cmdline(record.pid)
+    ticks = _start_ticks(record.pid)
+    if ticks is None or ticks != record.start_ticks:
+        return False
+    cmdline = _cmdline(record.pid)
+    return record.marker in cmdline and cmdline.rstrip() == " ".join(record.argv)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds the listening TCP socket on ``port``."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 def stop(
@@ -136,7 +182,9 @@ def stop(
     Returns:
         ``"stopped"``, ``"killed"`` or ``"not running"``.
     """
-    if not is_alive(record):
+    # Our own unreaped child is proven by its handle: its pid cannot be recycled yet.
+    owned = proc is not None and proc.pid == record.pid and proc.poll() is None
+    if not owned and not is_alive(record):
         if proc is not None:
             proc.poll()
         return "not running"

@@ -22,7 +22,8 @@ to it. The analysis says which in its ``method`` and ``note``.
 * the retry rate does not rise above the lowest rate seen so far by more than
   ``retry_tolerance`` retries per request;
 * the success rate does not regress below the best seen so far by more than
-  ``success_tolerance``.
+  ``success_tolerance``, and is at least ``min_success`` (a level where most requests
+  fail has regressed, even when it is the first one measured).
 
 Once a step is rejected, every higher level is rejected too (the cap must stay below the
 point where retries rise). The **recommended cap** is the highest accepted level strictly
@@ -68,6 +69,7 @@ class AcceptRules:
     min_in_flight_ratio: float = 0.9
     retry_tolerance: float = 0.02
     success_tolerance: float = 0.01
+    min_success: float = 0.9
 
 
 @dataclass
@@ -207,7 +209,9 @@ def _verdicts(steps: Sequence[StepStats], rules: AcceptRules) -> list[StepVerdic
             reasons.append(f"retry rate rose to {s.retry_rate:.3f}/request "
                            f"(lowest {low_retry:.3f})")
         success = 0.0 if math.isnan(s.success_rate) else s.success_rate
-        if success < best_success - rules.success_tolerance:
+        if success < rules.min_success:
+            reasons.append(f"success rate {success:.1%} below {rules.min_success:.0%}")
+        elif success < best_success - rules.success_tolerance:
             reasons.append(f"success rate regressed to {success:.1%} "
                            f"(best {best_success:.1%})")
         if rejected_below and not reasons:

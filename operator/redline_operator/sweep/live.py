@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from redline.semconv import METRICS
-from redline_operator.promql import PrometheusClient, in_flight, quantile, rate
+from redline_operator.promql import PrometheusClient, PrometheusError, in_flight, quantile, rate
 from redline_operator.sweep.knee import cross_checked_knee
 
 __all__ = ["LiveKnee", "bucket_by_concurrency", "estimate_live_knee"]
@@ -80,9 +80,13 @@ def bucket_by_concurrency(rows: Iterable[tuple[float, ...]], *, min_samples: int
 def _series(result: list[dict]) -> dict[float, float]:
     """One range-query series as {timestamp: value}; several series are summed."""
     out: dict[float, float] = defaultdict(float)
-    for series in result:
-        for ts, value in series.get("values", []):
-            out[float(ts)] += float(value)
+    try:
+        for series in result:
+            for ts, value in series.get("values", []):
+                out[float(ts)] += float(value)
+    except (TypeError, ValueError):
+        raise PrometheusError("query_range answered values that are not numbers: is the "
+                              "URL a Prometheus server?") from None
     return dict(out)
 
 

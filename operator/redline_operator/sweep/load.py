@@ -155,11 +155,24 @@ class LoadGenerator:
         """
         client = self.client.with_options(max_retries=0, timeout=timeout)
         try:
-            stream = await client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": "ping"}],
-                max_tokens=1, stream=True)
-            async for _ in stream:
-                pass
+            async with client.chat.completions.with_streaming_response.create(
+                    model=self.model, messages=[{"role": "user", "content": "ping"}],
+                    max_tokens=1, stream=True) as response:
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("text/event-stream"):
+                    raise PreflightError(
+                        f"{self.base_url} answered HTTP {response.status_code} with "
+                        f"{kind or 'no content type'}, not a stream of chat-completion "
+                        "events (text/event-stream): check that --base-url is an "
+                        "OpenAI-compatible API root ending in /v1")
+                probe = RequestRecord(start=time.monotonic())
+                await self._read_stream(response, probe)
+            if not probe.ok:
+                what = ("reported an error" if probe.error == "stream_error"
+                        else "never ended with [DONE]")
+                raise PreflightError(
+                    f"{self.base_url} answered a test request with a stream that {what}; "
+                    "is it an OpenAI-compatible chat-completions server?")
         except openai.AuthenticationError as exc:
             raise PreflightError(f"{self.base_url} rejected the API key (HTTP 401): set "
                                  "--api-key or OPENAI_API_KEY to a key it accepts") from exc
@@ -178,6 +191,9 @@ class LoadGenerator:
         except openai.APIStatusError as exc:
             raise PreflightError(f"{self.base_url} answered HTTP {exc.status_code} to a test "
                                  f"request: {exc.message}") from exc
+        except ValueError as exc:  # an event that is not JSON
+            raise PreflightError(f"{self.base_url} answered a test request with events that "
+                                 f"are not chat-completion JSON: {exc}") from exc
         finally:
             self._attempts = _Attempts()
 

@@ -122,12 +122,23 @@ def write_saturation(path: str | os.PathLike[str], target: str, value: float, *,
         ConfigError: the file is missing or unreadable, or see :func:`update_saturation_text`.
     """
     path = Path(path)
+    # A symlinked config is edited where it lives; replacing the link itself would leave
+    # the real file unchanged and the link turned into a copy.
+    real = Path(os.path.realpath(path))
     try:
-        text = path.read_text()
+        text = real.read_text(encoding="utf-8")
+        mode = real.stat().st_mode & 0o7777
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     new_text, previous = update_saturation_text(text, target, value, source=str(path), key=key)
-    atomic_write_text(path, new_text)
+    try:
+        atomic_write_text(real, new_text)
+        os.chmod(real, mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write {real}: {exc.strerror}; the file is "
+                          "unchanged") from None
     return previous
