@@ -1,7 +1,14 @@
 """Shared fixtures.
 
-``stack``: the real native stack (Collector, Prometheus, Alertmanager, pager), built
-if needed and started once per session. Tests that use it carry ``@pytest.mark.stack``.
+``stack``: the real native stack (Collector, Prometheus, Alertmanager, pager) on its
+default ports, built if needed and started once per session, or the one already running
+(``make demo`` leaves it up: the suite then runs against it, as the README says). It has
+history — the demo's pages, earlier runs' TSDB — so tests on it assert only about their
+own series (a unique ``service.name``) and their own alerts.
+
+``own_stack``: a pristine stack for one test module (temp data directories, free ports,
+configs rendered for them), for tests whose assertions need an empty TSDB or a quiet
+Alertmanager. Tests that use either carry ``@pytest.mark.stack``.
 
 Several pytest sessions may share the one stack on the default ports (engineers run
 suites side by side). Each session holds a lease file in ``.cache/stack/leases/``
@@ -11,10 +18,12 @@ started it. A stack started by hand (``redline stack up``) is always left runnin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import hypothesis.strategies  # noqa: F401  (see below)
@@ -87,7 +96,7 @@ def free_ports() -> Ports:
     """A Ports set of currently free ephemeral ports, for a second, throwaway stack."""
     socks = []
     try:
-        for _ in range(7):
+        for _ in fields(Ports):
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             socks.append(s)
@@ -95,4 +104,33 @@ def free_ports() -> Ports:
     finally:
         for s in socks:
             s.close()
-    return Ports(*numbers)
+    return Ports(**{f.name: n for f, n in zip(fields(Ports), numbers, strict=True)})
+
+
+@contextlib.contextmanager
+def isolated_stack(root: Path, state_dir: Path, attempts: int = 3) -> Iterator[Stack]:
+    """A stack of its own on free ports under ``state_dir``; stopped on exit.
+
+    A free port can be taken by someone else between the check and the bind: then it
+    starts again on other ports, in a fresh directory.
+    """
+    for attempt in range(attempts):
+        stack = Stack(root, ports=free_ports(), state_dir=state_dir / f"try{attempt}")
+        try:
+            stack.up()
+            break
+        except StackError:
+            if attempt == attempts - 1:
+                raise
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def own_stack(stack_binaries: Path, repo_root: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A pristine stack for this module: fresh TSDB, Alertmanager state and pager."""
+    with isolated_stack(repo_root, tmp_path_factory.mktemp("own-stack")) as stack:
+        yield stack

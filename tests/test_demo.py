@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -27,7 +28,8 @@ def _free_port() -> int:
 
 @pytest.mark.stack
 def test_short_demo_prints_what_prometheus_reports(stack, repo_root):
-    env = dict(os.environ, COLUMNS="120", OTEL_SERVICE_NAME="redline-demo-test")
+    # its own service name: the shared stack may hold an earlier run's series of this test
+    env = dict(os.environ, COLUMNS="120", OTEL_SERVICE_NAME=f"demo-test-{uuid.uuid4().hex[:8]}")
     proc = subprocess.run(
         [sys.executable, "-m", "redline_operator", "demo", "--levels", "1,4,12", "--slots", "4",
          "--step-seconds", "4", "--warmup-seconds", "1", "--sim-port", str(_free_port())],

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import astuple
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from conftest import free_ports
+from conftest import free_ports, isolated_stack
 from redline_operator.cli.main import main
 from redline_operator.stack import Ports, Stack, StackError
 from redline_operator.stack.build import COLLECTOR_BINARY
@@ -121,7 +121,8 @@ def test_promtool_checks_prometheus_config(stack_binaries: Path, repo_root: Path
 
 @pytest.mark.stack
 def test_amtool_checks_fallback_alertmanager_config(stack_binaries: Path, repo_root: Path) -> None:
-    fallback = repo_root / "operator" / "redline_operator" / "stack" / "alertmanager-fallback.yaml"
+    fallback = (repo_root / "operator" / "redline_operator" / "stack"
+                / "alertmanager-fallback.yaml")
     out = subprocess.run(
         [str(stack_binaries / "amtool"), "check-config", str(fallback)],
         capture_output=True,
@@ -255,6 +256,58 @@ def test_down_leaves_no_process_behind(stack_binaries: Path, repo_root: Path, tm
     assert stack.down() is False  # nothing left to stop
 
 
+def test_moved_ports_render_self_consistent_configs(repo_root: Path, tmp_path: Path) -> None:
+    from redline_operator.stack.configs import render_all
+
+    ports = free_ports()
+    prom, am = render_all(repo_root, tmp_path, ports)
+    text = prom.read_text()
+    for moved in (ports.prometheus, ports.alertmanager, ports.collector_metrics, ports.sim):
+        assert f"127.0.0.1:{moved}" in text
+    for default in (9090, 9093, 8888, 8000):
+        assert f"127.0.0.1:{default}" not in text
+    assert f"- {repo_root / 'alerts'}/*.rules.yml" in text  # absolute: the copy lives elsewhere
+    assert f"http://127.0.0.1:{ports.pager}/alerts" in am.read_text()
+    assert "127.0.0.1:9096" not in am.read_text()
+    assert render_all(repo_root, tmp_path / "defaults", Ports()) == []  # committed files
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_second_stack_on_free_ports_sees_only_itself(
+    stack_binaries: Path, repo_root: Path, tmp_path: Path
+) -> None:
+    """Every target Prometheus scrapes and alerts is on the moved ports, and is up."""
+    with isolated_stack(repo_root, tmp_path) as two:
+        p = two.ports
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            up = {r["metric"]["job"]: r["value"][1] for r in two.query("up")}
+            if all(up.get(j) == "1" for j in ("prometheus", "otelcol", "alertmanager")):
+                break
+            time.sleep(1)
+        assert all(up.get(j) == "1" for j in ("prometheus", "otelcol", "alertmanager")), up
+        targets = httpx.get(f"{two.prometheus_url}/api/v1/targets", timeout=10).json()
+        scraped = {t["labels"]["job"]: t["scrapeUrl"] for t in targets["data"]["activeTargets"]}
+        assert scraped["sim"] == f"http://127.0.0.1:{p.sim}/metrics"
+        ams = httpx.get(f"{two.prometheus_url}/api/v1/alertmanagers", timeout=10).json()
+        assert [a["url"] for a in ams["data"]["activeAlertmanagers"]] == [
+            f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts"]
+        # its Alertmanager posts to its own pager
+        alertname = f"SecondStack{uuid.uuid4().hex[:8]}"
+        httpx.post(f"{two.alertmanager_url}/api/v2/alerts", timeout=5, json=[{
+            "labels": {"alertname": alertname, "severity": "page", "target": "two"}}]
+        ).raise_for_status()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            names = {a["labels"]["alertname"] for page in two.pages()
+                     for a in page["payload"]["alerts"]}
+            if alertname in names:
+                break
+            time.sleep(0.5)
+        assert alertname in names
+
+
 @pytest.mark.stack
 @pytest.mark.slow
 def test_taken_port_is_named_and_nothing_is_left_half_started(
@@ -298,20 +351,9 @@ def test_cli_reports_missing_binary(tmp_path: Path, capsys: pytest.CaptureFixtur
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text((Path(__file__).parent.parent / rel).read_text())
     env = {**os.environ, "REDLINE_ROOT": str(tmp_path)}
-    for name, port in zip(
-        (
-            "PROMETHEUS",
-            "ALERTMANAGER",
-            "PAGER",
-            "COLLECTOR_GRPC",
-            "COLLECTOR_HTTP",
-            "COLLECTOR_HEALTH",
-            "COLLECTOR_METRICS",
-        ),
-        astuple(free_ports()),
-        strict=True,
-    ):
-        env[f"REDLINE_{name}_PORT"] = str(port)
+    ports = free_ports()
+    for f in fields(Ports):
+        env[Ports.env_var(f.name)] = str(getattr(ports, f.name))
     out = subprocess.run(
         [str(Path(sys.executable).with_name("redline")), "stack", "up"],
         capture_output=True,

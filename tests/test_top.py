@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -106,14 +107,104 @@ def test_live_frame_reads_concurrency_and_latency(busy, cfg):
     assert cfg.targets[0].name in text and "error" not in text
 
 
+def _default_sigint() -> None:
+    # A suite started in the background (`make test &`, a CI runner without job control)
+    # inherits SIGINT ignored, and so would `redline top`: give it what a terminal gives.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _top(prometheus: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "redline_operator", "top", "--prometheus",
+                             prometheus, "--config", str(CONFIG), "--interval", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _interrupt(proc: subprocess.Popen) -> tuple[float, str, str]:
+    """SIGINT; returns seconds until exit, stdout, stderr."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return time.monotonic() - sent, out, err
+
+
+class FakeStuckPrometheus:
+    """A named fake: accepts HTTP requests and never finishes answering them.
+
+    ``hang`` never sends a byte; ``trickle`` sends a status line and headers, then one
+    body byte per second, so the client is stuck reading a response that never ends.
+    ``asked`` is set once a request has arrived (the client is inside a query).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.asked = threading.Event()
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> FakeStuckPrometheus:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        conns = []
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            conns.append(conn)
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+        for conn in conns:
+            conn.close()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            self.asked.set()
+            if self.mode == "trickle":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 1000000\r\n\r\n")
+                while not self._stop.wait(1.0):
+                    conn.sendall(b" ")
+            else:
+                self._stop.wait()
+        except OSError:
+            pass  # the client went away
+
+
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+def test_ctrl_c_exits_within_a_second_while_prometheus_hangs(mode):
+    with FakeStuckPrometheus(mode) as prom:
+        proc = _top(prom.url)
+        assert prom.asked.wait(60), "redline top never queried the fake Prometheus"
+        time.sleep(0.3)  # well inside the query that will not end
+        assert proc.poll() is None
+        took, out, err = _interrupt(proc)
+    print(f"\nredline top ({mode}): exit {took:.2f}s after SIGINT")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert took < 2.0, f"redline top took {took:.1f}s to exit after Ctrl-C"  # ~0.1 s idle
+
+
 @pytest.mark.stack
 @pytest.mark.slow
 def test_ctrl_c_exits_cleanly(busy):
-    proc = subprocess.Popen([sys.executable, "-m", "redline_operator", "top", "--prometheus", busy,
-                             "--config", str(CONFIG), "--interval", "0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _top(busy)
     time.sleep(8)  # past start-up (imports on a busy machine) into the refresh loop
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+    took, out, err = _interrupt(proc)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "redline top" in out
+    assert took < 2.0, f"redline top took {took:.1f}s to exit after Ctrl-C"

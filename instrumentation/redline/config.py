@@ -436,7 +436,9 @@ class Pager(_Strict):
     page_receiver: Line(100)
     warn_receiver: Line(100)
     group_wait: Dur(0, 86400) = "5s"
-    group_interval: Dur(1, 86400) = "1m"
+    # Shorter than any page's `for:`, so a resolution is always sent before the same
+    # page can fire again, and a re-firing page waits at most this long (docs/alerts.md).
+    group_interval: Dur(1, 86400) = "10s"
     repeat_interval: Dur(60, 30 * 86400) = "4h"
     secrets_dir: Line(4096) = Field(
         ".cache/secrets", description="Where the native Alertmanager reads secrets given as "

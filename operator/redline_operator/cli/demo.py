@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from rich.console import Console
 
@@ -31,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: sim, or vllm with --engine vllm)")
     p.add_argument("--slots", type=int, default=None,
                    help="sim slots, or vLLM's --max-num-seqs (default: 16 sim, 4 vllm)")
-    p.add_argument("--sim-port", type=int, default=8000)
+    p.add_argument("--sim-port", type=int, default=None,
+                   help="port of the sim (default: $REDLINE_SIM_PORT or 8000, where "
+                        "Prometheus scrapes it)")
     p.add_argument("--step-seconds", type=float, default=12.0,
                    help="measured seconds per concurrency step (default: %(default)s)")
     p.add_argument("--warmup-seconds", type=float, default=2.0)
@@ -59,6 +62,18 @@ def _levels(text: str | None) -> list[int]:
     return levels
 
 
+def _export_to(stack) -> None:
+    """Unless OTEL_* says otherwise, export to this stack's Collector (its ports may be moved)."""
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        return
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = (
+        stack.otlp_endpoint if protocol.strip().lower().startswith("http")
+        else stack.otlp_grpc_endpoint)
+
+
 def _run(args: argparse.Namespace) -> int:
     from redline_operator.demo import DemoSettings, run_demo
     from redline_operator.stack import Stack, StackError
@@ -73,13 +88,18 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     from redline_operator.engines.vllm import SERVED_MODEL
 
-    settings = DemoSettings(slots=args.slots or (4 if vllm else 16), sim_port=args.sim_port,
+    try:
+        stack = Stack()
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    _export_to(stack)
+    sim_port = args.sim_port if args.sim_port is not None else stack.ports.sim
+    settings = DemoSettings(slots=args.slots or (4 if vllm else 16), sim_port=sim_port,
                             engine=args.engine, engine_url=args.engine_url,
                             model=SERVED_MODEL if vllm else "sim-model",
                             step_seconds=args.step_seconds, warmup_seconds=args.warmup_seconds,
                             levels=_levels(args.levels), workload=args.workload)
     console = Console()
-    stack = Stack()
     prometheus_url = args.prometheus or stack.prometheus_url
     if not args.no_stack:
         try:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from redline_operator.stack.build import COLLECTOR_BINARY, binary_path
+from redline_operator.stack.configs import alertmanager_config, prometheus_config
 from redline_operator.stack.ports import HOST, Ports
 
-__all__ = ["Component", "components", "alertmanager_config"]
-
-_DEFAULT_PAGER_URL = "http://127.0.0.1:9096/alerts"
+__all__ = ["Component", "components", "alertmanager_config", "prometheus_config"]
 
 
 @dataclass(frozen=True)
@@ -46,25 +44,6 @@ class Component:
     data_dir: Path | None = None
 
 
-def alertmanager_config(root: Path, state: Path, ports: Ports) -> Path:
-    """The Alertmanager config to use.
-
-    ``alerts/alertmanager.yml`` (written by the rules generator) wins when it exists;
-    otherwise the packaged fallback routes everything to the local pager. When the pager
-    port is moved, the fallback is rendered into ``state`` with the moved URL.
-    """
-    generated = root / "alerts" / "alertmanager.yml"
-    if generated.is_file():
-        return generated
-    fallback = resources.files("redline_operator.stack").joinpath("alertmanager-fallback.yaml")
-    text = fallback.read_text(encoding="utf-8")
-    rendered = state / "alertmanager-fallback.yml"
-    rendered.parent.mkdir(parents=True, exist_ok=True)
-    pager_url = f"http://{HOST}:{ports.pager}/alerts"
-    rendered.write_text(text.replace(_DEFAULT_PAGER_URL, pager_url), encoding="utf-8")
-    return rendered
-
-
 def components(
     root: Path, state: Path, ports: Ports, bin_dir: Path | None = None
 ) -> list[Component]:
@@ -72,7 +51,8 @@ def components(
 
     Args:
         root: Repository root (configs live under it).
-        state: ``.cache/stack``: pid files, logs, data directories.
+        state: ``.cache/stack``: pid files, logs, data directories (and, when ports are
+            moved, the configs rendered for them: see redline_operator.stack.configs).
         ports: Where each process listens.
         bin_dir: Where the Go binaries are (default ``<root>/.cache/bin``).
     """
@@ -123,7 +103,7 @@ def components(
             name="prometheus",
             argv=[
                 str(prometheus),
-                f"--config.file={root / 'prometheus' / 'prometheus.yml'}",
+                f"--config.file={prometheus_config(root, state, ports)}",
                 f"--storage.tsdb.path={prom_data}",
                 "--storage.tsdb.retention.time=2d",
                 f"--web.listen-address={HOST}:{ports.prometheus}",

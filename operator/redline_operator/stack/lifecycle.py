@@ -29,6 +29,7 @@ import httpx
 from redline_operator.stack import processes, thanos
 from redline_operator.stack.build import BuildResult, build_all
 from redline_operator.stack.components import Component, child_env, components
+from redline_operator.stack.configs import render_all
 from redline_operator.stack.ports import HOST, PortInUseError, Ports, check_free
 
 __all__ = ["Stack", "StackError", "ComponentStatus", "find_root"]
@@ -77,7 +78,8 @@ class Stack:
     Args:
         root: Repository root; found from the working directory when None.
         ports: Listening ports; ``Ports.from_env()`` when None.
-        state_dir: pid files, logs and data; ``<root>/.cache/stack`` when None.
+        state_dir: pid files, logs and data; ``$REDLINE_STACK_DIR`` or
+            ``<root>/.cache/stack`` when None.
         bin_dir: The Go binaries; ``<root>/.cache/bin`` when None.
         ready_timeout: Seconds each component gets to become ready.
         backend: ``"prometheus"`` (one Prometheus) or ``"thanos"`` (receivers, query,
@@ -100,6 +102,8 @@ class Stack:
             self.ports = ports if ports is not None else Ports.from_env()
         except ValueError as exc:
             raise StackError(str(exc)) from None
+        if state_dir is None and os.environ.get("REDLINE_STACK_DIR"):
+            state_dir = Path(os.environ["REDLINE_STACK_DIR"]).resolve()
         self.state_dir = state_dir or self.root / ".cache" / "stack"
         self.bin_dir = bin_dir
         self.ready_timeout = ready_timeout
@@ -197,6 +201,11 @@ class Stack:
         self._preflight(todo)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         thanos.record_backend(self.state_dir, self.backend)
+        try:
+            render_all(self.root, self.state_dir, self.ports)
+        except (OSError, ValueError) as exc:
+            raise StackError(f"cannot render the configs for moved ports into "
+                             f"{self.state_dir}: {exc}") from None
         started: list[Component] = []
         try:
             for c in todo:

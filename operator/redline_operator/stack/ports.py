@@ -1,11 +1,16 @@
 """The loopback ports of the native stack, and whether they are free.
 
 The defaults are the ones the committed configs carry (collector/config.yaml,
-prometheus/prometheus.yml, the pager URL in redline.yaml). Each can be moved with an
-environment variable, e.g. ``REDLINE_PROMETHEUS_PORT=19090``; the Collector follows
-moved ports through its own ``${env:...}`` settings, which the stack sets for it.
-Prometheus' scrape and alerting targets stay on the defaults, so moving the
-Alertmanager or pager port only suits a second, throwaway stack (the tests use one).
+prometheus/prometheus.yml, the pager URL in alerts/alertmanager.yml). Each can be moved
+with an environment variable, e.g. ``REDLINE_PROMETHEUS_PORT=19090``, or by passing a
+``Ports`` to ``Stack``. A stack on moved ports is self-consistent: the Collector follows
+them through its own ``${env:...}`` settings, which the stack sets for it, and
+Prometheus and Alertmanager run with copies of their configs rendered for them
+(:mod:`redline_operator.stack.configs`): scrape and alerting targets, the pager's
+webhook. Two stacks on disjoint ports and state directories never see each other.
+
+``sim`` is not a port the stack listens on: it is where Prometheus scrapes the demo's
+simulated server (``redline demo`` starts it there).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Ports:
     collector_http: int = 4318
     collector_health: int = 13133
     collector_metrics: int = 8888
+    #: scraped, not owned: the demo's simulated inference server
+    sim: int = 8000
 
     @staticmethod
     def env_var(field_name: str) -> str:
