@@ -58,9 +58,11 @@ def _start_sim(port: int) -> subprocess.Popen:
 
 
 def _config(tmp_path: Path, service: str) -> Path:
-    text = (REPO / "redline.yaml").read_text().replace(
-        "      server_address: 127.0.0.1\n",
-        f"      service: {service}\n      server_address: 127.0.0.1\n", 1)
+    # the sim target's match (the first one; the vllm target's follows it)
+    sim_match = "      server_address: [127.0.0.1, sim]\n"
+    text = (REPO / "redline.yaml").read_text()
+    assert sim_match in text, "redline.yaml's sim target changed its match"
+    text = text.replace(sim_match, f"      service: {service}\n{sim_match}", 1)
     path = tmp_path / "redline.yaml"
     path.write_text(text)
     target = load_config(path).target("sim")
