@@ -238,6 +238,10 @@ def _hashring(state: Path, tp: ThanosPorts) -> Path:
 def alertmanager_config_for(root: Path, state: Path, ports: Ports) -> Path:
     """The generated Alertmanager config, with the pager URL moved to ``ports.pager``."""
     path = alertmanager_config(root, state, ports)
+    if not path.is_file():  # a stack on moved ports renders it at `up`; here, ahead of that
+        from redline_operator.stack.configs import render_all
+
+        render_all(root, state, ports)
     if ports.pager == Ports().pager:
         return path
     rendered = state / "alertmanager-moved-pager.yml"
