@@ -213,8 +213,11 @@ def test_page_fires_past_the_knee_and_not_below(past_the_knee):
 
 
 # Empty even with vLLM: no limiter, no GPU, no failed calls, no retries (max_retries=0).
-MAY_BE_EMPTY = re.compile(r"^(error |in-flight \{|cap \{|queued \{|admitted|rejected |"
-                          r"(used |total )?GPU |" + re.escape(f"{{{{{dq.CAUSE_LABEL}}}}}") + ")")
+# ... and the vllm target has no written capacity plan (replicas needed, min/max).
+MAY_BE_EMPTY = re.compile(r"^(error |cancelled$|retries per call|in-flight \{|cap \{|queued \{|"
+                          r"admitted|rejected |(used |total )?(\{\{instance\}\} )?GPU |"
+                          r"replicas needed|min_replicas|max_replicas|"
+                          + re.escape(f"{{{{{dq.CAUSE_LABEL}}}}}") + ")")
 
 
 @pytest.mark.stack
