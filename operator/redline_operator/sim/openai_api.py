@@ -52,6 +52,7 @@ class ChatDialect:
 
     endpoint = "/v1/chat/completions"
     id_prefix = "chatcmpl-"
+    chunk_object = "chat.completion.chunk"  # the ``object`` of a streamed event
     error_body = staticmethod(_error_body)
 
     def body(self, ctx: Context) -> dict:
@@ -84,9 +85,8 @@ class ChatDialect:
         out.append(sse("[DONE]"))
         return out
 
-    @staticmethod
-    def _chunk(ctx: Context, choices: list) -> dict:
-        return {"id": ctx.req_id, "object": "chat.completion.chunk", "created": ctx.created,
+    def _chunk(self, ctx: Context, choices: list) -> dict:
+        return {"id": ctx.req_id, "object": self.chunk_object, "created": ctx.created,
                 "model": ctx.model, "system_fingerprint": None, "choices": choices}
 
 
@@ -362,37 +362,25 @@ async def retrieve_response(request: Request) -> Response:
     return await serve_request(state, ResponsesDialect(), ctx, True)
 
 
-class CompletionsDialect:
-    """Legacy ``/v1/completions`` (what many vLLM clients still call): ``choices[].text``."""
+class CompletionsDialect(ChatDialect):
+    """Legacy ``/v1/completions`` (what many vLLM clients still call): ``choices[].text``.
+
+    The stream's envelope and tail (usage, ``[DONE]``) are the chat dialect's; only the
+    ``object`` and the choice shape differ."""
 
     endpoint = "/v1/completions"
     id_prefix = "cmpl-"
-    error_body = staticmethod(_error_body)
+    chunk_object = "text_completion"
 
     def body(self, ctx: Context) -> dict:
         return {**self._chunk(ctx, [{"index": 0, "text": ctx.text.text(ctx.output_tokens),
                                       "finish_reason": "stop", "logprobs": None}]),
                 "usage": _usage(ctx)}
 
-    def head(self, ctx: Context) -> list[bytes]:
-        return []
-
     def chunk(self, ctx: Context, index: int, text: str) -> bytes:
         last = index == ctx.max_tokens - 1
         return sse(self._chunk(ctx, [{"index": 0, "text": text, "logprobs": None,
                                       "finish_reason": "stop" if last else None}]))
-
-    def tail(self, ctx: Context) -> list[bytes]:
-        out = []
-        if ctx.params.get("include_usage"):
-            out.append(sse({**self._chunk(ctx, []), "usage": _usage(ctx)}))
-        out.append(sse("[DONE]"))
-        return out
-
-    @staticmethod
-    def _chunk(ctx: Context, choices: list) -> dict:
-        return {"id": ctx.req_id, "object": "text_completion", "created": ctx.created,
-                "model": ctx.model, "system_fingerprint": None, "choices": choices}
 
 
 async def completions(request: Request) -> Response:
