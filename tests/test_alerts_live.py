@@ -236,7 +236,12 @@ def test_check_targets_flags_a_target_matching_nothing(own_stack, tmp_path, caps
     err = capsys.readouterr().err
     assert f"{typo}: key targets[0].match (target 'sim')" in err
     assert 'gen_ai_request_model="sim-modle"' in err
-    # The committed config matches the calls the test above made (it runs first, on the
-    # same stack of this module).
-    assert main(["rules", "--config", str(REPO / "redline.yaml"), "--check-targets",
-                 "--prometheus", own_stack.prometheus_url]) == 0
+    # The committed config's sim target matches the calls the test above made (it runs
+    # first, on the same stack of this module); its vllm target is flagged, since nothing
+    # called vLLM on this private stack.
+    committed = REPO / "redline.yaml"
+    assert main(["rules", "--config", str(committed), "--check-targets",
+                 "--prometheus", own_stack.prometheus_url]) == 1
+    err = capsys.readouterr().err
+    assert f"{committed}: key targets[0]" not in err, err
+    assert f"{committed}: key targets[1].match (target 'vllm')" in err, err

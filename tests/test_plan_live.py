@@ -71,7 +71,9 @@ def _config(tmp_path: Path, service: str) -> Path:
 
 
 def _plan(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "redline_operator", "plan", *args, "--json"],
+    # redline.yaml has two targets (sim, vllm): this test plans the sim
+    proc = subprocess.run([sys.executable, "-m", "redline_operator", "plan", *args,
+                           "--target", "sim", "--json"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["targets"][0]

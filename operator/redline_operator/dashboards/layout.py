@@ -143,7 +143,8 @@ def saturation_dashboard(cfg: Config) -> dict:
         "entry. The knee is where the cloud bends upward.",
         x=q.target_concurrency(), y=q.target_p95(), name="p95 at that concurrency",
         # Names share no first or last word: Grafana's autoNameSeries strips those.
-        marks=[Mark(name, q.target_level(ts, lvl, f"{lvl} at"), q.target_p95(lvl),
+        marks=[Mark(name, q.target_level(ts, lvl, f"{lvl} at"),
+                    q.target_p95_where_in_flight(lvl),
                     LEVEL_COLORS[lvl])
                for lvl, name in (("warn", "warn"), ("page", "page"),
                                  ("saturation", "saturation (knee)"))],

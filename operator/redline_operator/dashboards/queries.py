@@ -160,6 +160,15 @@ def target_p95(legend: str = "p95") -> Query:
     return Query(recorded(rules.LATENCY_P95), legend)
 
 
+def target_p95_where_in_flight(legend: str) -> Query:
+    """The recorded p95 at the instants the recorded concurrency exists too: a knee mark's
+    y values, so that each vertical mark spans exactly the p95 values of the (concurrency,
+    p95) cloud (the 1m p95 outlives the fresh concurrency by up to a minute after the
+    workload stops)."""
+    return Query(f"{recorded(rules.LATENCY_P95)} and on (target) "
+                 f"{recorded(rules.CONCURRENCY)}", legend)
+
+
 def target_concurrency_raw(targets: Sequence[Target],
                            window: str = DEFAULT_FRESH_WINDOW) -> Query:
     """In-flight calls of the selected target from raw series (works without the rules),
