@@ -10,6 +10,10 @@ machine noise hits both alike (the median of the rounds is reported):
 * **Two server modes.** ``burst``: the sim sends every chunk at once (decode 0.1 ms per
   token) — the cheap baseline that exposes redline's fixed cost per call. ``paced``: chunks
   2 ms apart, as a real server streams them; the client then also pays for waiting.
+* **A third mode, ``in-process``**: no server at all; the SDK's HTTP client gets its
+  responses (the same 50-chunk / 1-chunk SSE bodies and JSON) from an in-memory transport
+  (``httpx.MockTransport``). No socket, no second process competing for the 2 cores: the
+  most precise view of redline's fixed cost per call, with more calls per round.
 * **Three call shapes** through the real ``openai`` SDK: a streamed call of 50 content
   chunks, a streamed call of 1 chunk (their difference over 49 is the per-chunk slope), and
   a non-streamed call.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import socket
 import statistics
 import subprocess
@@ -70,6 +75,44 @@ def sim_process(decode_s: float):
         proc.wait()
 
 
+def _sse(chunks: int) -> bytes:
+    def event(choices: list, **extra) -> str:
+        return "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk",
+                                      "created": 1, "model": "sim-model",
+                                      "choices": choices, **extra}) + "\n\n"
+    body = [event([{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}])
+            for _ in range(chunks)]
+    body.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    body.append(event([], usage={"prompt_tokens": 3, "completion_tokens": chunks,
+                                 "total_tokens": chunks + 3}))
+    return ("".join(body) + "data: [DONE]\n\n").encode()
+
+
+def in_process_client() -> openai.OpenAI:
+    """An OpenAI client whose HTTP client answers from memory (no server, no socket)."""
+    # openai 3.x sends through the httpx2 fork (same API), older releases through httpx
+    from openai import _base_client
+
+    http = getattr(_base_client, "httpx2", httpx)
+    streams = {1: _sse(1), 50: _sse(50)}
+    plain = json.dumps({"id": "c", "object": "chat.completion", "created": 1,
+                        "model": "sim-model", "choices": [{
+                            "index": 0, "message": {"role": "assistant", "content": "x"},
+                            "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1,
+                                  "total_tokens": 4}}).encode()
+
+    def answer(request):
+        body = json.loads(request.content)
+        if body.get("stream"):
+            return http.Response(200, headers={"content-type": "text/event-stream"},
+                                 content=streams[body["max_tokens"]])
+        return http.Response(200, headers={"content-type": "application/json"}, content=plain)
+
+    return openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="k", max_retries=0,
+                         http_client=http.Client(transport=http.MockTransport(answer)))
+
+
 def cpu_per_call(client: openai.OpenAI, calls: int, shape: str) -> float:
     """Client CPU seconds per call of ``shape`` (``stream50``, ``stream1``, ``plain``)."""
     stream = shape != "plain"
@@ -89,8 +132,9 @@ def cpu_per_call(client: openai.OpenAI, calls: int, shape: str) -> float:
 SHAPES = ("stream50", "stream1", "plain")
 
 
-def measure_mode(url: str, calls: int, rounds: int) -> dict[str, float]:
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+def measure_mode(url: str | None, calls: int, rounds: int) -> dict[str, float]:
+    client = (in_process_client() if url is None else
+              openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0))
     for shape in SHAPES:  # warm up connections, imports and caches
         cpu_per_call(client, 10, shape)
     samples: dict[str, list[float]] = {f"{w}_{s}": [] for w in ("base", "inst") for s in SHAPES}
@@ -163,13 +207,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls per round, burst mode")
     parser.add_argument("--paced-calls", type=int, default=60, help="calls per round, paced")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--in-process-calls", type=int, default=1000,
+                        help="calls per round, in-process (no server)")
     args = parser.parse_args()
-    for mode, decode in MODES.items():
-        with sim_process(decode) as url:
-            m = measure_mode(url, args.calls if mode == "burst" else args.paced_calls,
-                             args.rounds)
-        print(f"== {mode} server (decode {decode * 1e3:g} ms per token), median of "
-              f"{args.rounds} interleaved rounds")
+    for mode, decode in (*MODES.items(), ("in-process", None)):
+        if decode is None:
+            m = measure_mode(None, args.in_process_calls, args.rounds)
+            print(f"== in-process (no server: responses from memory), median of "
+                  f"{args.rounds} interleaved rounds")
+        else:
+            with sim_process(decode) as url:
+                m = measure_mode(url, args.calls if mode == "burst" else args.paced_calls,
+                                 args.rounds)
+            print(f"== {mode} server (decode {decode * 1e3:g} ms per token), median of "
+                  f"{args.rounds} interleaved rounds")
         for shape, label in (("stream50", "streamed, 50 chunks"), ("stream1", "streamed, 1 chunk"),
                              ("plain", "non-streamed")):
             base, inst = m[f"base_{shape}"], m[f"inst_{shape}"]

@@ -4,6 +4,14 @@ Each ``MeterProvider`` gets one :class:`Instruments` holding one instrument per 
 entry (except the limiter's and the GPU's, which :mod:`redline.limiter` and :mod:`redline.gpu`
 observe from their own meters); asking again returns the same object, so instruments are
 never re-created per call.
+
+The counters and in-flight gauges of the hot path (requests, attempts, retries, handoffs;
+requests, sessions, tool calls and agent activity in flight) are :class:`Tally` objects: a
+call adds to a plain per-process total (a dict under a lock), and an observable instrument
+of the same name, kind and unit reports the totals when a reader collects. That costs a
+call about 0.5 µs instead of the SDK's 4-8 µs per measurement (attribute cleaning, hashing,
+exemplar filtering), and exports exactly what the synchronous instruments did: a cumulative
+sum per attribute set, monotonic for the counters.
 Attribute names mirror the catalogue: ``METRICS.OPERATION_DURATION`` is
 ``instruments.operation_duration``.
 
@@ -15,15 +23,19 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics
-from opentelemetry.metrics import Meter, MeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from redline.semconv import METRICS, Kind, MetricSpec
 
-__all__ = ["Instruments", "get_instruments", "set_default_meter_provider", "METER_NAME"]
+__all__ = ["Instruments", "Tally", "get_instruments", "set_default_meter_provider",
+           "METER_NAME"]
 
 METER_NAME = "redline"
 
@@ -35,6 +47,8 @@ except Exception:  # pragma: no cover - not installed as a distribution
     _VERSION = "0.0.0"
 
 _lock = threading.Lock()
+# Tallies whose lock must be renewed in a forked child (a thread may hold it at the fork).
+_tallies: weakref.WeakSet[Tally] = weakref.WeakSet()
 _by_provider: dict[int, tuple[MeterProvider, Instruments]] = {}
 _default_provider: MeterProvider | None = None
 
@@ -49,7 +63,65 @@ def _catalogue() -> list[tuple[str, MetricSpec]]:
             if isinstance(spec, MetricSpec) and not spec.name.startswith(_OWNED_ELSEWHERE)]
 
 
+# Counted per call on the hot path: kept as per-process totals, observed at collection.
+_TALLIED = frozenset({
+    METRICS.REQUESTS_IN_FLIGHT.name, METRICS.SESSIONS_IN_FLIGHT.name,
+    METRICS.TOOL_CALLS_IN_FLIGHT.name, METRICS.AGENT_ACTIVITY_IN_FLIGHT.name,
+    METRICS.AGENT_HANDOFFS.name, METRICS.REQUESTS.name, METRICS.ATTEMPTS.name,
+    METRICS.RETRIES.name})
+
+
+class Tally:
+    """A counter or up-down counter kept as per-process totals and reported by an observable
+    instrument (same name, kind, unit): ``add`` is a dict update under a lock.
+
+    Args:
+        meter: the meter that creates the observable instrument.
+        spec: a :class:`~redline.semconv.MetricSpec` of kind counter or up-down counter.
+    """
+
+    __slots__ = ("_totals", "_lock", "_instrument", "__weakref__")
+
+    def __init__(self, meter: Meter, spec: MetricSpec) -> None:
+        self._totals: dict[frozenset, int | float] = {}
+        self._lock = threading.Lock()
+        create = (meter.create_observable_counter if spec.kind is Kind.COUNTER
+                  else meter.create_observable_up_down_counter)
+        self._instrument = create(spec.name, callbacks=[self._observe], unit=spec.unit,
+                                  description=spec.description)
+        _tallies.add(self)
+
+    def add(self, amount: int | float, attributes: Mapping[str, Any] | None = None) -> None:
+        """Add ``amount`` to the total of ``attributes`` (the synchronous instruments' API)."""
+        key = frozenset(attributes.items()) if attributes else frozenset()
+        with self._lock:
+            self._totals[key] = self._totals.get(key, 0) + amount
+
+    def value(self, attributes: Mapping[str, Any] | None = None) -> int | float:
+        """The current total of ``attributes`` (0 if never added to)."""
+        return self._totals.get(frozenset(attributes.items()) if attributes else frozenset(), 0)
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            totals = list(self._totals.items())
+        return [Observation(v, dict(k)) for k, v in totals]
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _renew_locks_after_fork() -> None:
+    for tally in list(_tallies):
+        tally._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # before model_call's own reset, which adds to tallies
+    os.register_at_fork(after_in_child=_renew_locks_after_fork)
+
+
 def _create(meter: Meter, spec: MetricSpec) -> Any:
+    if spec.name in _TALLIED:
+        return Tally(meter, spec)
     kw = {"name": spec.name, "unit": spec.unit, "description": spec.description}
     if spec.kind is Kind.HISTOGRAM:
         if spec.buckets:

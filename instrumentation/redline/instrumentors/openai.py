@@ -107,8 +107,15 @@ _DELTA_OUTPUT = ("content", "tool_calls", "function_call", "refusal", "reasoning
 def _has_output(delta: Any) -> bool:
     if delta is None:
         return False
+    # An SDK model keeps its fields in __dict__ and (pydantic 2) undeclared ones such as
+    # vLLM's reasoning_content in __pydantic_extra__: dict lookups, where getattr of an
+    # absent name goes through pydantic's __getattr__ and an AttributeError (4 us a delta).
+    fields = getattr(delta, "__dict__", None)
+    if fields is None:
+        return any(getattr(delta, name, None) for name in _DELTA_OUTPUT)
+    extra = getattr(delta, "__pydantic_extra__", None) or {}
     for name in _DELTA_OUTPUT:  # noqa: SIM110 - a plain loop is the cheaper per chunk
-        if getattr(delta, name, None):
+        if fields.get(name) or extra.get(name):
             return True
     return False
 
