@@ -1,0 +1,119 @@
+"""The hot path's counters and in-flight gauges (issue 16): per-process tallies observed at
+collection must export exactly what the synchronous instruments did, stay exact under
+threads and across a fork, and the cheaper ``guarded`` must swallow what it swallowed."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    InMemoryMetricReader,
+    Sum,
+)
+
+import redline
+from redline._api.guard import guarded
+from redline._api.testing import MetricsCapture
+from redline.instruments import Instruments, Tally
+from redline.semconv import METRICS, Attr
+
+
+def _metric(reader: InMemoryMetricReader, name: str):
+    data = reader.get_metrics_data()
+    return next(m for rm in data.resource_metrics for sm in rm.scope_metrics
+                for m in sm.metrics if m.name == name)
+
+
+def test_tallies_export_the_kind_unit_and_values_of_the_synchronous_instruments():
+    reader = InMemoryMetricReader()
+    inst = Instruments(MeterProvider(metric_readers=[reader]))
+    assert isinstance(inst.requests_in_flight, Tally) and isinstance(inst.requests, Tally)
+    a = {Attr.PROVIDER: "openai", Attr.REQUEST_MODEL: "m"}
+    b = {Attr.REQUEST_MODEL: "m", Attr.PROVIDER: "openai", Attr.ERROR_TYPE: "cancelled"}
+    for _ in range(3):
+        inst.requests_in_flight.add(1, a)
+    inst.requests_in_flight.add(-1, dict(reversed(a.items())))  # same set, other order
+    inst.requests.add(5, a)
+    inst.requests.add(2, b)
+    gauge, counter = (_metric(reader, METRICS.REQUESTS_IN_FLIGHT.name),
+                      _metric(reader, METRICS.REQUESTS.name))
+    for metric, monotonic in ((gauge, False), (counter, True)):
+        assert isinstance(metric.data, Sum)
+        assert metric.data.is_monotonic is monotonic
+        assert metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
+    assert gauge.unit == METRICS.REQUESTS_IN_FLIGHT.unit
+    assert [(dict(p.attributes), p.value) for p in gauge.data.data_points] == [(a, 2)]
+    assert sorted((len(p.attributes), p.value) for p in counter.data.data_points) == [
+        (2, 5), (3, 2)]
+
+
+def test_a_tally_is_exact_under_threads():
+    reader = InMemoryMetricReader()
+    inst = Instruments(MeterProvider(metric_readers=[reader]))
+    a = {Attr.PROVIDER: "openai"}
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(20_000):
+            inst.requests_in_flight.add(1, a)
+            inst.requests.add(1, a)
+            inst.requests_in_flight.add(-1, a)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inst.requests_in_flight.value(a) == 0
+    assert inst.requests.value(a) == 160_000
+    points = _metric(reader, METRICS.REQUESTS.name).data.data_points
+    assert [p.value for p in points] == [160_000]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_child_forked_while_another_thread_holds_a_tally_lock_can_still_count():
+    with MetricsCapture() as cap:
+        from redline.instruments import get_instruments
+
+        tally = get_instruments().requests_in_flight
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with tally._lock:
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: the holder thread does not exist here
+            ok = threading.Event()
+
+            def count() -> None:
+                with redline.model_call(provider="openai", model="m"):
+                    pass
+                ok.set()
+
+            threading.Thread(target=count, daemon=True).start()
+            os._exit(0 if ok.wait(5) else 1)
+        release.set()
+        holder.join()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child deadlocked on the tally"
+        assert cap.sum(METRICS.REQUESTS.name) == 0  # the child's call is not the parent's
+
+
+def test_guarded_swallows_and_counts_exceptions_but_not_cancellation():
+    with MetricsCapture() as cap:
+        with guarded("test_component"):
+            raise ValueError("redline's own bug")
+        with pytest.raises(KeyboardInterrupt), guarded("test_component"):
+            raise KeyboardInterrupt
+        assert cap.sum(METRICS.INSTRUMENTATION_ERRORS.name,
+                       redline_component="test_component") == 1
