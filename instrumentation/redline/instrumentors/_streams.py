@@ -27,12 +27,6 @@ OnChunk = Callable[[ModelCall, Any], None]
 class _Finalizing:
     """The shared once-only end of both proxies (mixed into the ObjectProxy subclasses)."""
 
-    def _self_seen(self, chunk: Any) -> None:
-        try:
-            self._self_on_chunk(self._self_op.call, chunk)
-        except Exception as exc:
-            report("stream_chunk", exc)
-
     def _self_end(self, error: BaseException | None, abandoned: bool = False) -> None:
         op = getattr(self, "_self_op", None)
         if op is None or op.call.ended:
@@ -68,6 +62,7 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
         super().__init__(wrapped)
         self._self_op = op
         self._self_on_chunk = on_chunk
+        self._self_call = op.call  # per chunk: one attribute, not two
 
     def __iter__(self) -> SyncStream:
         return self
@@ -81,7 +76,10 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
         except BaseException as exc:
             self._self_end(exc)
             raise
-        self._self_seen(chunk)
+        try:  # once per chunk: kept to one call and two attribute reads
+            self._self_on_chunk(self._self_call, chunk)
+        except Exception as exc:
+            report("stream_chunk", exc)
         return chunk
 
     def __enter__(self) -> SyncStream:
@@ -109,6 +107,7 @@ class AsyncStream(_Finalizing, wrapt.ObjectProxy):
         super().__init__(wrapped)
         self._self_op = op
         self._self_on_chunk = on_chunk
+        self._self_call = op.call
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -122,7 +121,10 @@ class AsyncStream(_Finalizing, wrapt.ObjectProxy):
         except BaseException as exc:
             await self._self_aend(exc)
             raise
-        self._self_seen(chunk)
+        try:  # once per chunk: kept to one call and two attribute reads
+            self._self_on_chunk(self._self_call, chunk)
+        except Exception as exc:
+            report("stream_chunk", exc)
         return chunk
 
     async def __aenter__(self) -> AsyncStream:
