@@ -44,9 +44,15 @@ import tracemalloc
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionChunk
+from opentelemetry.sdk.metrics.export import ExponentialHistogram, Histogram
 
 import redline
 from redline._api.testing import MetricsCapture
+from redline.instrumentors._operation import Operation
+from redline.instrumentors._streams import SyncStream
+from redline.instrumentors.openai import on_chat_chunk
+from redline.instruments import get_instruments
 
 MODES = {"burst": 0.0001, "paced": 0.002}  # sim decode seconds per token
 OPEN_CALLS = 10_000
@@ -152,6 +158,78 @@ def measure_mode(url: str | None, calls: int, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def sdk_floor(rounds: int) -> tuple[dict[str, float], float]:
+    """(histogram samples redline records per call of each shape, CPU seconds the SDK takes
+    to record one sample with a call's attributes): the OpenTelemetry SDK's own floor for
+    these metrics, which no instrumentation recording them can go under."""
+    client = in_process_client()
+    per_call = {}
+    with MetricsCapture() as cap:
+        redline.instrument()
+        try:
+            for shape in SHAPES:
+                before = _histogram_samples(cap)
+                cpu_per_call(client, 20, shape)
+                per_call[shape] = (_histogram_samples(cap) - before) / 20
+        finally:
+            redline.uninstrument()
+        histogram = get_instruments().operation_duration
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                 "gen_ai.request.model": "sim-model", "server.address": "127.0.0.1",
+                 "server.port": 8000, "gen_ai.response.model": "sim-model",
+                 "redline.streaming": True}
+        costs = []
+        for _ in range(rounds):
+            start = time.process_time()
+            for _ in range(20_000):
+                histogram.record(0.5, attrs)
+            costs.append((time.process_time() - start) / 20_000)
+    client.close()
+    return per_call, statistics.median(costs)
+
+
+def _histogram_samples(cap: MetricsCapture) -> int:
+    data = cap.reader.get_metrics_data()
+    return sum(p.count for rm in (data.resource_metrics if data else ())
+               for sm in rm.scope_metrics for m in sm.metrics
+               if isinstance(m.data, (Histogram, ExponentialHistogram))
+               for p in m.data.data_points)
+
+
+def chunk_cost(rounds: int, n: int = 20_000) -> dict[str, float]:
+    """CPU seconds per chunk: real ``ChatCompletionChunk`` objects through redline's stream
+    proxy (hook included) against the same iterator bare — the per-chunk cost without the
+    SDK's SSE parsing and its noise."""
+    chunk = ChatCompletionChunk.model_validate(json.loads(_sse(1).split(b"\n\n")[0][6:]))
+    chunks = [chunk] * n
+
+    class Source:
+        def __init__(self) -> None:
+            self.it = iter(chunks)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.it)
+
+    out: dict[str, list[float]] = {"bare": [], "proxied": []}
+    with MetricsCapture():
+        for _ in range(rounds):
+            start = time.process_time()
+            for _ in Source():
+                pass
+            out["bare"].append((time.process_time() - start) / n)
+            call = redline.model_call(provider="openai", model="sim-model", streaming=True)
+            call.start()
+            stream = SyncStream(Source(), Operation(call, None), on_chat_chunk)
+            start = time.process_time()
+            for _ in stream:
+                pass
+            out["proxied"].append((time.process_time() - start) / n)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
 def scope_cost(n: int, rounds: int) -> dict[str, float]:
     """CPU seconds per enter+exit of each scope, and of an empty context manager."""
     def run(make) -> float:
@@ -231,6 +309,19 @@ def main() -> None:
         inst_chunk = (m["inst_stream50"] - m["inst_stream1"]) / 49
         print(f"  per extra chunk     : {_us(base_chunk)} uninstrumented, {_us(inst_chunk)} "
               f"instrumented, slope overhead {_us(inst_chunk - base_chunk)}")
+        if decode is None:
+            per_call, record = sdk_floor(args.rounds)
+            print(f"  the SDK's floor      : one histogram sample with a call's attributes "
+                  f"costs {_us(record)}; redline records per call")
+            for shape in SHAPES:
+                base, inst = m[f"base_{shape}"], m[f"inst_{shape}"]
+                floor = per_call[shape] * record
+                print(f"    {shape:9s}: {per_call[shape]:.0f} samples = {_us(floor)}; redline's "
+                      f"overhead above that floor {_us(inst - base - floor)}")
+    c = chunk_cost(args.rounds)
+    print(f"== per chunk, stream proxy alone (20,000 real chunks, median of {args.rounds} rounds): "
+          f"{_us(c['proxied'])} proxied vs {_us(c['bare'])} bare, overhead "
+          f"{_us(c['proxied'] - c['bare'])}")
     s = scope_cost(20_000, args.rounds)
     print("== scopes (enter+exit, CPU)")
     for name in ("agent_session", "tool_call"):
