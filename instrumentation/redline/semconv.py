@@ -295,6 +295,7 @@ class External:
     VLLM_TTFT = "vllm:time_to_first_token_seconds"  # classic histogram (_bucket, le)
     VLLM_ITL = "vllm:inter_token_latency_seconds"  # classic histogram, per decode step
     VLLM_QUEUE_TIME = "vllm:request_queue_time_seconds"  # classic histogram, WAITING phase
+    VLLM_INFERENCE_TIME = "vllm:request_inference_time_seconds"  # classic, RUNNING phase
     VLLM_E2E = "vllm:e2e_request_latency_seconds"  # classic histogram
     DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent
     DCGM_FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB

@@ -295,7 +295,9 @@ def _read_back(args: argparse.Namespace, windows: list[tuple[int, float, float]]
     try:
         with PrometheusClient(args.prometheus) as prom:
             return [read_step_view(prom, start, end, concurrency=c, client_sel=client_sel,
-                                   server_sel=server_sel, client_ttft_p95=step.ttft_p95)
+                                   server_sel=server_sel, client_ttft_p95=step.ttft_p95,
+                                   client_throughput_rps=step.throughput_rps,
+                                   client_latency_mean_s=step.latency_mean)
                     for (c, start, end), step in zip(windows, steps, strict=True)]
     except PrometheusError as exc:
         raise CliError(f"--prometheus {args.prometheus}: {exc}") from None
@@ -435,11 +437,13 @@ def _print_server_view(views, console) -> None:
 
     t = Table(title="client vs server, read back from Prometheus")
     for col in ("C", "client in-flight", "server running", "server waiting",
-                "client - server", "client TTFT p95", "server TTFT p95", "TTFT gap"):
+                "client - server", "outside engine", "client TTFT p95", "server TTFT p95",
+                "TTFT gap"):
         t.add_column(col, justify="right")
     for v in views:
         t.add_row(str(v.concurrency), _fmt(v.client_in_flight), _fmt(v.server_running),
                   _fmt(v.server_waiting), _fmt(v.in_flight_gap, digits=2),
+                  _fmt(v.outside_engine_in_flight, digits=2),
                   _fmt(v.client_ttft_p95, "s"), _fmt(v.server_ttft_p95, "s"),
                   _fmt(v.ttft_gap_s, "s", 2))
     console.print(t)

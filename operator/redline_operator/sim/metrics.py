@@ -89,6 +89,9 @@ class SimMetrics:
         self.queue = Histogram("vllm:request_queue_time_seconds",
                                "Histogram of time spent in WAITING phase for request.", labels,
                                buckets=REQUEST_BUCKETS, registry=reg)
+        self.inference = Histogram("vllm:request_inference_time_seconds",
+                                   "Histogram of time spent in RUNNING phase for request.",
+                                   labels, buckets=REQUEST_BUCKETS, registry=reg)
         self.success = Counter("vllm:request_success", "Count of successfully processed requests.",
                                ["model_name", "finished_reason"], registry=reg)
         self.generation = Counter("vllm:generation_tokens",
@@ -108,6 +111,7 @@ class SimMetrics:
         self.ttft.labels(m).observe(seq.first_token - seq.arrival)
         self.e2e.labels(m).observe(seq.finished - seq.arrival)
         self.queue.labels(m).observe(seq.admitted - seq.arrival)
+        self.inference.labels(m).observe(seq.finished - seq.admitted)
         if seq.generated > 1:
             per_token = (seq.finished - seq.first_token) / (seq.generated - 1)
             self.tpot.labels(m).observe(per_token)
