@@ -287,8 +287,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--in-process-calls", type=int, default=1000,
                         help="calls per round, in-process (no server)")
+    parser.add_argument("--modes", default="burst,paced,in-process",
+                        help="comma-separated modes to run (burst, paced, in-process)")
     args = parser.parse_args()
+    modes = set(args.modes.split(","))
     for mode, decode in (*MODES.items(), ("in-process", None)):
+        if mode not in modes:
+            continue
         if decode is None:
             m = measure_mode(None, args.in_process_calls, args.rounds)
             print(f"== in-process (no server: responses from memory), median of "
