@@ -41,21 +41,23 @@ def _sel(job: str | None) -> str:
 
 
 def share(job: str | None = None, window: str = "5m") -> str:
-    """Per (job, agent, activity): mean calls in flight / mean sessions in flight."""
+    """Per (job, agent, activity): calls in flight / sessions in flight, each summed over the
+    same export samples (a ratio of integrals; averages over series that appear at different
+    times would divide over different sample counts and read above 1)."""
     s = _sel(job)
     return (f"sum by (job, {AGENT}, {ACTIVITY}) "
-            f"(avg_over_time({METRICS.AGENT_ACTIVITY_IN_FLIGHT.prom}{s}[{window}])) "
+            f"(sum_over_time({METRICS.AGENT_ACTIVITY_IN_FLIGHT.prom}{s}[{window}])) "
             f"/ on (job, {AGENT}) group_left () "
-            f"(sum by (job, {AGENT}) (avg_over_time({METRICS.SESSIONS_IN_FLIGHT.prom}{s}"
+            f"(sum by (job, {AGENT}) (sum_over_time({METRICS.SESSIONS_IN_FLIGHT.prom}{s}"
             f"[{window}])) > 0)")
 
 
 def think_share(job: str | None = None, window: str = "5m") -> str:
     """Per (job, agent): the share of session time in neither model nor tool calls."""
     s = _sel(job)
-    sessions = (f"(sum by (job, {AGENT}) (avg_over_time({METRICS.SESSIONS_IN_FLIGHT.prom}{s}"
+    sessions = (f"(sum by (job, {AGENT}) (sum_over_time({METRICS.SESSIONS_IN_FLIGHT.prom}{s}"
                 f"[{window}])) > 0)")
-    busy = (f"(sum by (job, {AGENT}) (avg_over_time({METRICS.AGENT_ACTIVITY_IN_FLIGHT.prom}"
+    busy = (f"(sum by (job, {AGENT}) (sum_over_time({METRICS.AGENT_ACTIVITY_IN_FLIGHT.prom}"
             f"{s}[{window}])) or {sessions} * 0)")
     return f"clamp_min(1 - {busy} / {sessions}, 0)"
 
