@@ -46,7 +46,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from redline.semconv import METRICS, External
-from redline_operator.promql import PrometheusClient, in_flight, quantile
+from redline_operator.promql import PrometheusClient, histogram_rate, in_flight, quantile
 
 __all__ = ["StepView", "read_step_view", "server_ttft_p95", "SERVER_TTFT"]
 
@@ -152,8 +152,8 @@ def read_step_view(prom: PrometheusClient, start: float, end: float, *, concurre
         return None if v is None or math.isnan(v) else v
 
     def mean(histogram: str) -> float | None:
-        return scalar(f"sum(rate({histogram}_sum{{{server_sel}}}[{window}])) / "
-                      f"sum(rate({histogram}_count{{{server_sel}}}[{window}]))")
+        return scalar(f"{histogram_rate(histogram, server_sel, window, 'sum')} / "
+                      f"{histogram_rate(histogram, server_sel, window)}")
 
     queue, inference = mean(External.VLLM_QUEUE_TIME), mean(External.VLLM_INFERENCE_TIME)
     p95, bucket = server_ttft_p95(prom, window, end, server_sel)
