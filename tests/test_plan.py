@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,20 @@ def test_write_keeps_comments_and_feeds_autoscaling(tmp_path, capsys):
     diff = capsys.readouterr().out
     assert "-        threshold: '12'" in diff and "+        threshold: '8'" in diff
     assert (tmp_path / "autoscaling" / "sim.keda.yaml").read_text() == keda
+
+
+def test_sentence_and_formulas_keep_a_close_peak_and_throughput_apart(tmp_path, capsys):
+    """CI printed "one replica serves 7.97 req/s: your peak of 7.97 req/s needs 2 replicas":
+    both rounded to 3 digits, the exact ratio was 7.971 / 7.967 > 1. Printed figures must
+    reproduce the replica count."""
+    cfg = _config(tmp_path, knee=32, fraction=1.0)
+    res = _results(tmp_path / "results.json", [(16, 4.0, 2.7), (32, 7.9668, 3.2)], knee=32)
+    assert main([*PLAN, "--config", str(cfg), "--results", str(res),
+                 "--baseline-rps", "4.87", "--peak-rps", "7.9671"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    m = re.search(r"serves ([\d.]+) req/s: your peak of ([\d.]+) req/s needs "
+                  r"(\d+) replica", out)
+    assert m, out
+    thr, peak, need = float(m[1]), float(m[2]), int(m[3])
+    assert (thr, peak, need) == (7.9668, 7.9671, 2)
+    assert "ceil(7.9671 / 7.9668) + 2 = 4" in out

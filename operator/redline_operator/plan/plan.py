@@ -17,6 +17,19 @@ from redline_operator.plan.sources import Measured, Now, PlanError
 __all__ = ["TrafficInput", "TargetPlan", "build_plan"]
 
 
+def _pair(a: float, b: float, digits: int) -> tuple[str, str]:
+    """``a`` and ``b`` to ``digits`` significant digits, or more until they read differently.
+
+    A rate and a throughput that round to the same figure would print a plan that reads
+    "one replica serves 7.97 req/s: your peak of 7.97 req/s needs 2 replicas".
+    """
+    for d in range(digits, 10):
+        sa, sb = f"{a:.{d}g}", f"{b:.{d}g}"
+        if a == b or sa != sb:
+            break
+    return sa, sb
+
+
 @dataclass(frozen=True)
 class TrafficInput:
     """The traffic to plan for: rates, or peak users with think time (seed note 000)."""
@@ -62,10 +75,11 @@ class TargetPlan:
     def sentence(self) -> str:
         """The plan in one sentence, for the demo and the end of the table."""
         need = f.replicas_for(self.peak_rps, self.throughput_per_replica_rps)
+        thr, peak = _pair(self.throughput_per_replica_rps, self.peak_rps, 3)
         return (f"With {self.concurrency_target} in flight per replica "
                 f"({self.target_fraction:.0%} of the knee at {self.knee:g}) one replica "
-                f"serves {self.throughput_per_replica_rps:.3g} req/s: your peak of "
-                f"{self.peak_rps:.3g} req/s needs {need} replica{'s' * (need != 1)} "
+                f"serves {thr} req/s: your peak of {peak} req/s needs "
+                f"{need} replica{'s' * (need != 1)} "
                 f"(max_replicas {self.max_replicas} with a buffer of {self.buffer}); "
                 f"baseline {self.baseline_rps:.3g} req/s: min_replicas {self.min_replicas}.")
 
@@ -131,9 +145,9 @@ def build_plan(target: Target, measured: Measured, traffic: TrafficInput,
     formulas = {
         "concurrency_target": f"floor({p.target_fraction:g} × {target.saturation_concurrency:g})"
                               f" = {conc}   (planning.target_fraction × saturation_concurrency)",
-        "min_replicas": f"ceil({baseline:.4g} / {thr:.4g}) + {p.redundancy} = {lo}   "
-                        f"({f.MIN_FORMULA})",
-        "max_replicas": f"ceil({peak:.4g} / {thr:.4g}) + {p.buffer} = "
+        "min_replicas": "ceil({} / {}) + {} = {}   ({})".format(
+            *_pair(baseline, thr, 4), p.redundancy, lo, f.MIN_FORMULA),
+        "max_replicas": "ceil({} / {}) + {} = ".format(*_pair(peak, thr, 4), p.buffer) +
                         f"{f.max_replicas(peak, thr, p.buffer)}   ({f.MAX_FORMULA})",
     }
     if traffic.peak_users is not None:
@@ -164,7 +178,8 @@ def _add_now(plan: TargetPlan, now: Now) -> None:
         return
     plan.replicas_needed_now = f.replicas_for(now.rate_rps, thr)
     plan.formulas["replicas_needed_now"] = (
-        f"ceil({now.rate_rps:.4g} / {thr:.4g}) = {plan.replicas_needed_now}   "
+        "ceil({} / {}) = ".format(*_pair(now.rate_rps, thr, 4)) +
+        f"{plan.replicas_needed_now}   "
         f"(live rate / throughput_per_replica)")
     if now.replicas:
         plan.headroom_now = 1 - now.rate_rps / (now.replicas * thr)
