@@ -17,6 +17,10 @@ machine noise hits both alike (the median of the rounds is reported):
 * **Three call shapes** through the real ``openai`` SDK: a streamed call of 50 content
   chunks, a streamed call of 1 chunk (their difference over 49 is the per-chunk slope), and
   a non-streamed call.
+* **Where the overhead goes**: a third variant per round records into the API's no-op
+  meter provider, so redline's own work (wrappers, proxy, tallies, attribute sets) and the
+  OpenTelemetry SDK's recording of the same samples are reported apart; the SDK's floor is
+  also shown as the cost of one histogram sample in a tight loop times the samples per call.
 * **Scopes**: ``redline.agent_session`` and ``redline.tool_call`` enter+exit, against an
   empty ``contextlib.nullcontext`` as the baseline.
 * **Memory**: bytes redline holds per open call, with 10,000 concurrent open streamed
@@ -45,6 +49,7 @@ import tracemalloc
 import httpx
 import openai
 from openai.types.chat import ChatCompletionChunk
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics.export import ExponentialHistogram, Histogram
 
 import redline
@@ -52,7 +57,7 @@ from redline._api.testing import MetricsCapture
 from redline.instrumentors._operation import Operation
 from redline.instrumentors._streams import SyncStream
 from redline.instrumentors.openai import on_chat_chunk
-from redline.instruments import get_instruments
+from redline.instruments import get_instruments, set_default_meter_provider
 
 MODES = {"burst": 0.0001, "paced": 0.002}  # sim decode seconds per token
 OPEN_CALLS = 10_000
@@ -139,11 +144,15 @@ SHAPES = ("stream50", "stream1", "plain")
 
 
 def measure_mode(url: str | None, calls: int, rounds: int) -> dict[str, float]:
+    """Median CPU seconds per call of each shape: ``base`` (uninstrumented), ``inst``
+    (instrumented, recording into the OpenTelemetry SDK) and ``noop`` (instrumented,
+    recording into the API's no-op meter provider: redline's own work without the SDK's)."""
     client = (in_process_client() if url is None else
               openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0))
     for shape in SHAPES:  # warm up connections, imports and caches
         cpu_per_call(client, 10, shape)
-    samples: dict[str, list[float]] = {f"{w}_{s}": [] for w in ("base", "inst") for s in SHAPES}
+    samples: dict[str, list[float]] = {f"{w}_{s}": [] for w in ("base", "inst", "noop")
+                                       for s in SHAPES}
     for _ in range(rounds):
         for shape in SHAPES:
             samples[f"base_{shape}"].append(cpu_per_call(client, calls, shape))
@@ -154,6 +163,15 @@ def measure_mode(url: str | None, calls: int, rounds: int) -> dict[str, float]:
                     samples[f"inst_{shape}"].append(cpu_per_call(client, calls, shape))
             finally:
                 redline.uninstrument()
+        noop = NoOpMeterProvider()
+        set_default_meter_provider(noop)
+        redline.instrument(meter_provider=noop)
+        try:
+            for shape in SHAPES:
+                samples[f"noop_{shape}"].append(cpu_per_call(client, calls, shape))
+        finally:
+            redline.uninstrument()
+            set_default_meter_provider(None)
     client.close()
     return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -277,7 +295,33 @@ def memory_per_open_call() -> tuple[float, list[int]]:
 
 
 def _us(v: float) -> str:
-    return f"{v * 1e6:8.1f} us"
+    us = v * 1e6
+    return f"{us:8.2f} us" if abs(us) < 10 else f"{us:8.1f} us"
+
+
+def _print_mode(m: dict[str, float]) -> None:
+    for shape, label in (("stream50", "streamed, 50 chunks"), ("stream1", "streamed, 1 chunk"),
+                         ("plain", "non-streamed")):
+        base, inst, noop = m[f"base_{shape}"], m[f"inst_{shape}"], m[f"noop_{shape}"]
+        pct = 100 * (inst - base) / base
+        print(f"  {label:20s}: {base * 1e3:7.3f} ms uninstrumented, {inst * 1e3:7.3f} ms "
+              f"instrumented, overhead {_us(inst - base)} ({pct:+.1f} %); of which redline's "
+              f"own work {_us(noop - base)} (no-op meter provider), the SDK's recording "
+              f"{_us(inst - noop)}")
+    base_chunk = (m["base_stream50"] - m["base_stream1"]) / 49
+    inst_chunk = (m["inst_stream50"] - m["inst_stream1"]) / 49
+    print(f"  per extra chunk     : {_us(base_chunk)} uninstrumented, {_us(inst_chunk)} "
+          f"instrumented, slope overhead {_us(inst_chunk - base_chunk)}")
+
+
+def _print_floor(m: dict[str, float], rounds: int) -> None:
+    per_call, record = sdk_floor(rounds)
+    print(f"  the SDK's floor      : one histogram sample with a call's attributes costs "
+          f"{_us(record)} in a tight loop; redline records per call")
+    for shape in SHAPES:
+        floor = per_call[shape] * record
+        print(f"    {shape:9s}: {per_call[shape]:.0f} samples = {_us(floor)} in a tight loop, "
+              f"{_us(m[f'inst_{shape}'] - m[f'noop_{shape}'])} measured in the calls above")
 
 
 def main() -> None:
@@ -304,25 +348,9 @@ def main() -> None:
                                  args.rounds)
             print(f"== {mode} server (decode {decode * 1e3:g} ms per token), median of "
                   f"{args.rounds} interleaved rounds")
-        for shape, label in (("stream50", "streamed, 50 chunks"), ("stream1", "streamed, 1 chunk"),
-                             ("plain", "non-streamed")):
-            base, inst = m[f"base_{shape}"], m[f"inst_{shape}"]
-            pct = 100 * (inst - base) / base
-            print(f"  {label:20s}: {base * 1e3:7.3f} ms uninstrumented, {inst * 1e3:7.3f} ms "
-                  f"instrumented, overhead {_us(inst - base)} ({pct:+.1f} %)")
-        base_chunk = (m["base_stream50"] - m["base_stream1"]) / 49
-        inst_chunk = (m["inst_stream50"] - m["inst_stream1"]) / 49
-        print(f"  per extra chunk     : {_us(base_chunk)} uninstrumented, {_us(inst_chunk)} "
-              f"instrumented, slope overhead {_us(inst_chunk - base_chunk)}")
+        _print_mode(m)
         if decode is None:
-            per_call, record = sdk_floor(args.rounds)
-            print(f"  the SDK's floor      : one histogram sample with a call's attributes "
-                  f"costs {_us(record)}; redline records per call")
-            for shape in SHAPES:
-                base, inst = m[f"base_{shape}"], m[f"inst_{shape}"]
-                floor = per_call[shape] * record
-                print(f"    {shape:9s}: {per_call[shape]:.0f} samples = {_us(floor)}; redline's "
-                      f"overhead above that floor {_us(inst - base - floor)}")
+            _print_floor(m, args.rounds)
     c = chunk_cost(args.rounds)
     print(f"== per chunk, stream proxy alone (20,000 real chunks, median of {args.rounds} rounds): "
           f"{_us(c['proxied'])} proxied vs {_us(c['bare'])} bare, overhead "

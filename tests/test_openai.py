@@ -320,3 +320,28 @@ def test_retry_budget_of_the_real_limiter_stops_sdk_retries(cap, sim):
     assert cap.sum(METRICS.ATTEMPTS.name) == 1
     assert cap.sum(METRICS.RETRIES.name) == 0
     assert _in_flight(cap) == 0
+
+
+def test_a_loop_left_by_break_keeps_the_call_until_close(cap, client):
+    """``for`` iterates through a generator (the per-chunk fast path, issue 16): leaving the
+    loop must not end the call while the app still holds the open stream."""
+    stream = _stream(client)
+    for _ in stream:
+        break
+    assert _in_flight(cap) == 1
+    stream.close()
+    assert _in_flight(cap) == 0
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
+
+
+def test_next_then_for_sees_every_chunk_once(cap, client):
+    stream = _stream(client, stream_options={"include_usage": True})
+    first = next(stream)
+    rest = list(stream)
+    content = [c for c in [first, *rest] if c.choices and c.choices[0].delta.content]
+    assert len(content) == 8
+    assert cap.count(METRICS.TIME_TO_FIRST_CHUNK.name) == 1
+    assert cap.count(METRICS.TIME_PER_OUTPUT_CHUNK.name) == 1
+    assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 8
+    assert _in_flight(cap) == 0
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1

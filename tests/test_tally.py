@@ -117,3 +117,77 @@ def test_guarded_swallows_and_counts_exceptions_but_not_cancellation():
             raise KeyboardInterrupt
         assert cap.sum(METRICS.INSTRUMENTATION_ERRORS.name,
                        redline_component="test_component") == 1
+
+
+# --- a call shape's attribute sets, built once (redline._api.attrs) ------------------------
+
+def test_calls_of_one_shape_share_their_attribute_sets_and_record_the_same_attributes():
+    from redline._api import attrs as shapes
+
+    with MetricsCapture() as cap:
+        calls = [redline.model_call(provider="vllm", model="m", server_address="gpu-1",
+                                    server_port=8000, streaming=True) for _ in range(3)]
+        for i, call in enumerate(calls):
+            with call:
+                call.chunk()
+                call.response_model("m-2024")
+                call.usage(input_tokens=3, output_tokens=4)
+                call.attempt("ok" if i else "http_429", 0.01)
+        assert calls[0].attrs is calls[1].attrs is calls[2].attrs
+        assert shapes.attr_set("vllm", "m", "gpu-1", 8000, "chat").attrs is calls[0].attrs
+        want = {Attr.OPERATION: "chat", Attr.PROVIDER: "vllm", Attr.REQUEST_MODEL: "m",
+                Attr.SERVER_ADDRESS: "gpu-1", Attr.SERVER_PORT: 8000}
+        assert calls[0].attrs == want
+        [done] = cap.points(METRICS.REQUESTS.name)
+        assert dict(done.attributes) == {**want, Attr.RESPONSE_MODEL: "m-2024"}
+        assert done.value == 3
+        assert sorted((dict(p.attributes)[Attr.ATTEMPT_CAUSE], p.value)
+                      for p in cap.points(METRICS.ATTEMPTS.name)) == [("http_429", 1), ("ok", 2)]
+        assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 12
+        [dur] = cap.points(METRICS.OPERATION_DURATION.name)
+        assert dict(dur.attributes) == {**want, Attr.RESPONSE_MODEL: "m-2024",
+                                        Attr.STREAMING: True}
+        assert cap.sum(METRICS.REQUESTS_IN_FLIGHT.name) == 0
+
+
+def test_the_shape_cache_is_bounded_and_forgets_with_the_cardinality_limits(monkeypatch):
+    from redline._api import attrs as shapes
+    from redline._api.cardinality import reset_limits
+
+    monkeypatch.setenv("REDLINE_MAX_MODELS", "2")
+    monkeypatch.setattr(shapes, "MAX_SHAPES", 4)
+    reset_limits()
+    try:
+        assert shapes._shapes == {}
+        with MetricsCapture() as cap:
+            for i in range(10):
+                with redline.model_call(provider="p", model=f"model-{i}"):
+                    pass
+            assert len(shapes._shapes) == 4  # the rest built per call, never stored
+            models = sorted(dict(p.attributes)[Attr.REQUEST_MODEL]
+                            for p in cap.points(METRICS.REQUESTS.name))
+            assert models == ["_OTHER", "model-0", "model-1"]
+            assert cap.sum(METRICS.REQUESTS.name) == 10
+        # a cached "_OTHER" must not outlive the limits it was folded under
+        monkeypatch.setenv("REDLINE_MAX_MODELS", "20")
+        reset_limits()
+        assert shapes._shapes == {}
+        with MetricsCapture() as cap, redline.model_call(provider="p", model="model-9"):
+            pass
+        assert dict(cap.points(METRICS.REQUESTS.name)[0].attributes)[Attr.REQUEST_MODEL] == \
+            "model-9"
+    finally:
+        monkeypatch.delenv("REDLINE_MAX_MODELS")
+        reset_limits()
+
+
+def test_an_unhashable_model_object_is_recorded_by_its_string():
+    class Model(list):  # unhashable, as a careless wrapper object may be
+        def __str__(self) -> str:
+            return "odd-model"
+
+    with MetricsCapture() as cap:
+        with redline.model_call(provider="p", model=Model()):
+            pass
+        [done] = cap.points(METRICS.REQUESTS.name)
+        assert dict(done.attributes)[Attr.REQUEST_MODEL] == "odd-model"

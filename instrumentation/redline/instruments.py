@@ -99,6 +99,12 @@ class Tally:
         with self._lock:
             self._totals[key] = self._totals.get(key, 0) + amount
 
+    def add_key(self, amount: int | float, key: frozenset) -> None:
+        """:meth:`add` with the attributes' key already built
+        (``frozenset(attributes.items())``, as :class:`redline._api.attrs.AttrSet` keeps it)."""
+        with self._lock:
+            self._totals[key] = self._totals.get(key, 0) + amount
+
     def value(self, attributes: Mapping[str, Any] | None = None) -> int | float:
         """The current total of ``attributes`` (0 if never added to)."""
         return self._totals.get(frozenset(attributes.items()) if attributes else frozenset(), 0)

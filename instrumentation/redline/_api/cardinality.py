@@ -25,7 +25,15 @@ from redline._api.env import (
 )
 
 __all__ = ["ValueLimiter", "fold_agent", "fold_model", "fold_server", "fold_tool",
-           "reset_limits"]
+           "on_reset", "reset_limits"]
+
+# caches of folded values (redline._api.attrs), emptied with the limits
+_on_reset: list = []
+
+
+def on_reset(clear) -> None:
+    """Call ``clear()`` whenever :func:`reset_limits` forgets the values seen."""
+    _on_reset.append(clear)
 
 
 class ValueLimiter:
@@ -103,3 +111,5 @@ def reset_limits() -> None:
     global _models, _servers
     _models = _servers = None
     _names.clear()
+    for clear in _on_reset:
+        clear()

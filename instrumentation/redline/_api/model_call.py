@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import time
+from time import perf_counter
 from typing import Any
 
-from redline._api.cardinality import fold_model, fold_server
+from redline._api.attrs import attr_set
+from redline._api.cardinality import fold_model
 from redline._api.lifecycle import Lifecycle
 from redline._api.scopes import activity_end, activity_start
 from redline.instruments import Instruments, get_instruments
@@ -78,12 +79,15 @@ class ModelCall(Lifecycle):
                  operation: str = "chat", streaming: bool = False,
                  meter_provider: Any = None) -> None:
         super().__init__()
-        self._args = dict(provider=provider, model=model, server_address=server_address,
-                          server_port=server_port, operation=operation, streaming=streaming,
-                          meter_provider=meter_provider)
+        self._args = (provider, model, server_address, server_port, operation, streaming,
+                      meter_provider)
         self.streaming = streaming
-        self.attrs: dict[str, Any] = self._attributes()
-        self.route: dict[str, Any] = self._route()
+        # built once per call shape and shared: the instruments' attributes, the limiter's
+        # route, and the variants the end records (see redline._api.attrs)
+        self._set = attr_set(provider, model, server_address, server_port, operation,
+                             self._component)
+        self.attrs: dict[str, Any] = self._set.attrs
+        self.route: dict[str, Any] = self._set.route
         self._inst: Instruments | None = None
         self._t0 = 0.0
         self._last_chunk: float | None = None
@@ -94,6 +98,9 @@ class ModelCall(Lifecycle):
         self._error: str | None = None
         self._tokens: dict[str, int] = {}
         self._response_model: str | None = None
+        # whether response_model() still has something to learn: a plain attribute, read
+        # once per chunk
+        self.wants_response_model = True
         self.attempt_count = 0
         self.last_cause: str | None = None
         self.last_attempt_end: float | None = None
@@ -103,60 +110,33 @@ class ModelCall(Lifecycle):
         self.sdk_attempts = False
         self.max_retries: int | None = None
         self._token: contextvars.Token | None = None
-        self._activity: dict | None = None  # counted under the current agent session
+        self._activity: frozenset | None = None  # counted under the current agent session
 
     def _clone(self) -> ModelCall:
-        return ModelCall(**self._args)
-
-    def _attributes(self) -> dict[str, Any]:
-        a = self._args
-        attrs: dict[str, Any] = {Attr.OPERATION: a["operation"], Attr.PROVIDER: a["provider"]}
-        try:
-            model = fold_model(a["model"])
-            if model is not None:
-                attrs[Attr.REQUEST_MODEL] = str(model)
-            address = fold_server(a["server_address"])
-            if address is not None:
-                attrs[Attr.SERVER_ADDRESS] = str(address)
-                if a["server_port"] is not None and address == a["server_address"]:
-                    attrs[Attr.SERVER_PORT] = int(a["server_port"])
-        except Exception as exc:  # a strange model object must not break the call
-            from redline._api.guard import report
-
-            report(self._component, exc)
-        return attrs
-
-    def _route(self) -> dict[str, Any]:
-        """The real (unfolded) values the limiter routes on: folding is for telemetry only."""
-        a = self._args
-        route: dict[str, Any] = {Attr.OPERATION: a["operation"], Attr.PROVIDER: a["provider"]}
-        if a["model"] is not None:
-            route[Attr.REQUEST_MODEL] = str(a["model"])
-        if a["server_address"] is not None:
-            route[Attr.SERVER_ADDRESS] = str(a["server_address"])
-            if a["server_port"] is not None:
-                route[Attr.SERVER_PORT] = a["server_port"]
-        return route
+        provider, model, address, port, operation, streaming, mp = self._args
+        return ModelCall(provider=provider, model=model, server_address=address,
+                         server_port=port, operation=operation, streaming=streaming,
+                         meter_provider=mp)
 
     def _on_start(self) -> None:
-        self._inst = get_instruments(self._args["meter_provider"])
-        self._t0 = time.perf_counter()
-        self._inst.requests_in_flight.add(1, self.attrs)
-        self._activity = activity_start(self._inst, "model")
+        self._inst = inst = get_instruments(self._args[6])
+        self._t0 = perf_counter()
+        inst.requests_in_flight.add_key(1, self._set.key)
+        self._activity = activity_start(inst, "model")
         _open[id(self)] = self
 
     def _forget_after_fork(self) -> None:
         """In a forked child: this call is the parent's; take it out of the child's count
         and never record its end here."""
         if self._inst is not None and self._end_once.acquire(blocking=False):
-            self._inst.requests_in_flight.add(-1, self.attrs)
+            self._inst.requests_in_flight.add_key(-1, self._set.key)
             activity_end(self._inst, self._activity)
 
     # --- what happened during the call ----------------------------------------------
     def first_chunk(self) -> None:
         """Mark the first content chunk now: records the time to first chunk (once)."""
         if self._first_chunk is None and self._inst is not None and not self._ending:
-            now = time.perf_counter()
+            now = perf_counter()
             self._first_chunk = self._last_chunk = self._last_content = now
             self._inst.time_to_first_chunk.record(now - self._t0, self.attrs)
 
@@ -166,12 +146,17 @@ class ModelCall(Lifecycle):
         between content chunks after the first: one histogram sample per call keeps the
         per-chunk cost to a clock read). ``content=False`` (a usage-only or keep-alive
         event) only moves the end of the stream."""
+        if content and self._first_chunk is not None and not self._ending:
+            # every content chunk after the first: the per-chunk path, a clock read
+            self._last_content = self._last_chunk = perf_counter()
+            self._gaps += 1
+            return
         if self._inst is None or self._ending:
             return
         if content and self._first_chunk is None:
             self.first_chunk()
             return
-        now = time.perf_counter()
+        now = perf_counter()
         if content:
             self._gaps += 1
             self._last_content = now
@@ -189,16 +174,11 @@ class ModelCall(Lifecycle):
         if output_tokens is not None:
             self._tokens["output"] = int(output_tokens)
 
-    @property
-    def wants_response_model(self) -> bool:
-        """Whether :meth:`response_model` still has something to learn (a cheap check for
-        per-chunk callers)."""
-        return self._response_model is None
-
     def response_model(self, model: Any) -> None:
         """``gen_ai.response.model`` as the response names it (folded like request models)."""
         if model and self._response_model is None:
             self._response_model = fold_model(str(model))
+            self.wants_response_model = False
 
     def error(self, error: BaseException | str) -> None:
         """Mark the call failed (``error.type`` = the exception's class name, or the string)."""
@@ -210,10 +190,10 @@ class ModelCall(Lifecycle):
         """One HTTP attempt ended with ``cause`` (``ok``, ``http_429``, ``timeout``...)."""
         if self._inst is None:
             return
-        attrs = {**self.attrs, Attr.ATTEMPT_CAUSE: cause}
+        attrs, key = self._set.variant(((Attr.ATTEMPT_CAUSE, cause),))
         self.attempt_count += 1
         self.last_cause = cause
-        self._inst.attempts.add(1, attrs)
+        self._inst.attempts.add_key(1, key)
         self._inst.attempt_duration.record(max(duration, 0.0), attrs)
         if retry_after is not None and retry_after >= 0:
             self._inst.retry_after.record(retry_after, attrs)
@@ -222,8 +202,8 @@ class ModelCall(Lifecycle):
         """The SDK waited ``backoff`` seconds and is about to retry after the last attempt."""
         if self._inst is None:
             return
-        attrs = {**self.attrs, Attr.ATTEMPT_CAUSE: self.last_cause or "unknown"}
-        self._inst.retries.add(1, attrs)
+        attrs, key = self._set.variant(((Attr.ATTEMPT_CAUSE, self.last_cause or "unknown"),))
+        self._inst.retries.add_key(1, key)
         self._inst.retry_backoff.record(max(backoff, 0.0), attrs)
 
     # --- the end ------------------------------------------------------------------------
@@ -234,25 +214,21 @@ class ModelCall(Lifecycle):
             return
         self._ending = True
         error = error or self._error
-        attrs = self.attrs
+        shape, rm = self._set, self._response_model
         if self._gaps and self._first_chunk is not None:
             inst.time_per_output_chunk.record(
-                (self._last_content - self._first_chunk) / self._gaps, attrs)
-        inst.requests_in_flight.add(-1, attrs)
+                (self._last_content - self._first_chunk) / self._gaps, shape.attrs)
+        inst.requests_in_flight.add_key(-1, shape.key)
         activity_end(inst, self._activity)
-        end = at if at is not None else time.perf_counter()
-        done = dict(attrs)
-        if self._response_model is not None:
-            done[Attr.RESPONSE_MODEL] = self._response_model
-        if error:
-            done[Attr.ERROR_TYPE] = error
-        inst.requests.add(1, done)
-        inst.operation_duration.record(max(end - self._t0, 0.0),
-                                       {**done, Attr.STREAMING: self.streaming})
-        usage_attrs = attrs if self._response_model is None else {
-            **attrs, Attr.RESPONSE_MODEL: self._response_model}
+        end = at if at is not None else perf_counter()
+        inst.requests.add_key(1, shape.variant(
+            ((Attr.RESPONSE_MODEL, rm), (Attr.ERROR_TYPE, error)))[1])
+        inst.operation_duration.record(max(end - self._t0, 0.0), shape.variant(
+            ((Attr.RESPONSE_MODEL, rm), (Attr.ERROR_TYPE, error),
+             (Attr.STREAMING, self.streaming)))[0])
         for kind, n in self._tokens.items():
-            inst.token_usage.record(n, {**usage_attrs, Attr.TOKEN_TYPE: kind})
+            inst.token_usage.record(n, shape.variant(
+                ((Attr.RESPONSE_MODEL, rm), (Attr.TOKEN_TYPE, kind)))[0])
 
     # --- context: attempts made inside the block belong to this call ----------------------
     def activate(self) -> contextvars.Token:

@@ -47,23 +47,31 @@ def current_tool() -> Scope | None:
     return _tool.get()
 
 
-def activity_start(inst: Any, activity: str, session: Scope | None = None) -> dict | None:
+# (agent, activity) -> the tally key of its attributes; agent names are folded, so bounded
+_activity_keys: dict[tuple[str, str], frozenset] = {}
+
+
+def activity_start(inst: Any, activity: str, session: Scope | None = None) -> frozenset | None:
     """Count a model or tool call in flight under ``session`` (default: the current one).
 
-    Returns the attributes to hand to :func:`activity_end`, or ``None`` outside a session.
+    Returns the key to hand to :func:`activity_end`, or ``None`` outside a session.
     """
     session = session if session is not None else _session.get()
     if session is None or session.ended:
         return None
-    attrs = {Attr.AGENT_NAME: session.name, Attr.ACTIVITY: activity}
-    inst.agent_activity_in_flight.add(1, attrs)
-    return attrs
+    key = _activity_keys.get((session.name, activity))
+    if key is None:
+        key = frozenset({Attr.AGENT_NAME: session.name, Attr.ACTIVITY: activity}.items())
+        if len(_activity_keys) < 4096:
+            _activity_keys[(session.name, activity)] = key
+    inst.agent_activity_in_flight.add_key(1, key)
+    return key
 
 
-def activity_end(inst: Any, attrs: dict | None) -> None:
+def activity_end(inst: Any, key: frozenset | None) -> None:
     """Undo :func:`activity_start` (a no-op for ``None``)."""
-    if attrs is not None:
-        inst.agent_activity_in_flight.add(-1, attrs)
+    if key is not None:
+        inst.agent_activity_in_flight.add_key(-1, key)
 
 
 class Scope(Lifecycle):
@@ -90,7 +98,7 @@ class Scope(Lifecycle):
         self._inst = None
         self._token: contextvars.Token | None = None
         self._prev: Scope | None = None
-        self._activity: dict | None = None
+        self._activity: frozenset | None = None
 
     def _clone(self) -> Scope:
         return Scope(self.kind, self.raw_name, self._mp, self._parent)

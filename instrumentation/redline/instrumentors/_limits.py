@@ -16,12 +16,19 @@ from redline._api.guard import report
 __all__ = ["Slot", "acquire_sync", "acquire_async", "retry_allowed", "configured"]
 
 
+_MISSING = object()
+_wiring_module: Any = _MISSING  # imported on first use (an import statement per call costs)
+
+
 def _wiring() -> Any:
-    try:
-        from redline.limiter import wiring
-    except ImportError:
-        return None
-    return wiring
+    global _wiring_module
+    if _wiring_module is _MISSING:
+        try:
+            from redline.limiter import wiring
+        except ImportError:
+            wiring = None
+        _wiring_module = wiring
+    return _wiring_module
 
 
 def configured() -> bool:

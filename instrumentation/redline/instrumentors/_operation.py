@@ -44,11 +44,23 @@ Describe = Callable[[Any, tuple, dict], "dict | None"]
 Finish = Callable[[Operation, Any, dict], "tuple[Any, bool]"]
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+# id(base_url) -> (the URL object, its address and port); a client keeps its URL object until
+# base_url is set again, so the identity check below sees a change
+_servers: dict[int, tuple[Any, str | None, int | None]] = {}
+
+
 def server_of(instance: Any) -> tuple[str | None, int | None]:
     """``server.address`` and ``server.port`` from the resource's client ``base_url``."""
     url = instance._client.base_url
-    port = url.port or {"https": 443, "http": 80}.get(url.scheme)
-    return url.host or None, port
+    found = _servers.get(id(url))
+    if found is not None and found[0] is url:
+        return found[1], found[2]
+    address, port = url.host or None, url.port or _DEFAULT_PORTS.get(url.scheme)
+    if len(_servers) >= 64:  # many clients or URLs: keep the newest only
+        _servers.clear()
+    _servers[id(url)] = (url, address, port)
+    return address, port
 
 
 def sdk_call(spec: dict, instance: Any) -> ModelCall:

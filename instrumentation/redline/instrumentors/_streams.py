@@ -63,13 +63,32 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
         self._self_op = op
         self._self_on_chunk = on_chunk
         self._self_call = op.call  # per chunk: one attribute, not two
+        self._self_next = None  # the SDK stream's bound __next__, taken on first use
 
-    def __iter__(self) -> SyncStream:
-        return self
+    def __iter__(self) -> Any:
+        # A generator, as the SDK streams' own __iter__ is: resuming one per chunk costs less
+        # than a Python-level __next__ call (``for chunk in stream``, the common use).
+        return self._self_iterate(iter(self.__wrapped__))
+
+    def _self_iterate(self, chunks: Any) -> Any:
+        on_chunk, call = self._self_on_chunk, self._self_call
+        try:
+            for chunk in chunks:
+                try:
+                    on_chunk(call, chunk)
+                except Exception as exc:
+                    report("stream_chunk", exc)
+                yield chunk
+        except GeneratorExit:  # the loop was left (break): close() or GC ends the call
+            raise
+        except BaseException as exc:
+            self._self_end(exc)
+            raise
+        self._self_end(None)
 
     def __next__(self) -> Any:
         try:
-            chunk = self.__wrapped__.__next__()
+            chunk = (self._self_next or self._self_bind_next())()
         except StopIteration:
             self._self_end(None)
             raise
@@ -81,6 +100,10 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
         except Exception as exc:
             report("stream_chunk", exc)
         return chunk
+
+    def _self_bind_next(self) -> Any:
+        self._self_next = self.__wrapped__.__next__
+        return self._self_next
 
     def __enter__(self) -> SyncStream:
         self.__wrapped__.__enter__()

@@ -122,13 +122,17 @@ def _has_output(delta: Any) -> bool:
 
 def on_chat_chunk(call: ModelCall, chunk: Any) -> None:
     """A ``ChatCompletionChunk``: generated output (see ``_DELTA_OUTPUT``) or usage-only."""
-    content = False
-    for choice in chunk.choices or ():
-        delta = choice.delta
-        if delta is not None and (delta.content or _has_output(delta)):  # text: the fast path
-            content = True
-            break
-    call.chunk(content=content)
+    choices = chunk.choices
+    if choices and (delta := choices[0].delta) is not None and delta.content:
+        call.chunk()  # text in the first choice: the common case, once per chunk
+    else:
+        content = False
+        for choice in choices or ():
+            delta = choice.delta
+            if delta is not None and (delta.content or _has_output(delta)):
+                content = True
+                break
+        call.chunk(content)
     if call.wants_response_model:
         call.response_model(getattr(chunk, "model", None))
     if chunk.usage is not None:
@@ -164,20 +168,31 @@ def on_response_event(call: ModelCall, event: Any) -> None:
         _usage(call, getattr(response, "usage", None))
 
 
-def _finisher(on_chunk):
-    def finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
+_types: tuple[type, type, tuple[type, ...]] | None = None
+
+
+def _sdk_types() -> tuple[type, type, tuple[type, ...]]:
+    """(Stream, AsyncStream, raw response classes) of the installed openai, imported once."""
+    global _types
+    if _types is None:
         import openai
         from openai._legacy_response import LegacyAPIResponse
         from openai._response import BaseAPIResponse
 
-        if kwargs.get("stream") is True and isinstance(result,
-                                                      (LegacyAPIResponse, BaseAPIResponse)):
+        _types = (openai.Stream, openai.AsyncStream, (LegacyAPIResponse, BaseAPIResponse))
+    return _types
+
+
+def _finisher(on_chunk):
+    def finish(op: Operation, result: Any, kwargs: dict) -> tuple[Any, bool]:
+        stream, async_stream, raw = _types or _sdk_types()
+        if isinstance(result, stream):
+            return SyncStream(result, op, on_chunk), True
+        if isinstance(result, async_stream):
+            return AsyncStream(result, op, on_chunk), True
+        if kwargs.get("stream") is True and isinstance(result, raw):
             # with_raw_response / with_streaming_response: the body is still to come
             return RawResponse(result, op, on_chunk), True
-        if isinstance(result, openai.Stream):
-            return SyncStream(result, op, on_chunk), True
-        if isinstance(result, openai.AsyncStream):
-            return AsyncStream(result, op, on_chunk), True
         _usage(op.call, getattr(result, "usage", None))
         op.call.response_model(getattr(result, "model", None))
         if getattr(result, "status", None) == "failed":  # a Responses object that failed
