@@ -26,7 +26,7 @@ from redline._api import cardinality
 from redline._api.cardinality import fold_model, fold_server
 from redline.semconv import Attr
 
-__all__ = ["AttrSet", "attr_set", "MAX_SHAPES", "MAX_VARIANTS"]
+__all__ = ["AttrSet", "Ending", "attr_set", "MAX_SHAPES", "MAX_VARIANTS"]
 
 MAX_SHAPES = 1024
 MAX_VARIANTS = 256
@@ -44,12 +44,24 @@ class AttrSet:
         key: ``frozenset(attrs.items())``, the tallies' key for ``attrs``.
     """
 
-    __slots__ = ("attrs", "route", "key", "_variants")
+    __slots__ = ("attrs", "route", "key", "_variants", "_endings")
 
     def __init__(self, attrs: dict[str, Any], route: dict[str, Any]) -> None:
         self.attrs, self.route = attrs, route
         self.key = frozenset(attrs.items())
         self._variants: dict[tuple, tuple[dict[str, Any], frozenset]] = {}
+        self._endings: dict[tuple, Ending] = {}
+
+    def ending(self, response_model: str | None, error: str | None,
+               streaming: bool) -> Ending:
+        """What a call of this shape records at its end, for these values (one lookup)."""
+        key = (response_model, error, streaming)
+        found = self._endings.get(key)
+        if found is None:
+            found = Ending(self, response_model, error, streaming)
+            if len(self._endings) < MAX_VARIANTS:
+                self._endings[key] = found
+        return found
 
     def variant(self, extra: tuple[tuple[str, Any], ...]) -> tuple[dict[str, Any], frozenset]:
         """``attrs`` plus the ``(name, value)`` pairs of ``extra`` whose value is not
@@ -64,6 +76,22 @@ class AttrSet:
             if len(self._variants) < MAX_VARIANTS:
                 self._variants[extra] = found
         return found
+
+
+class Ending:
+    """The attribute sets of a call's end: ``requests_key`` (the requests tally's key),
+    ``duration`` (the operation duration's attributes) and ``tokens[kind]`` (the token
+    usage's, for ``input`` and ``output``)."""
+
+    __slots__ = ("requests_key", "duration", "tokens")
+
+    def __init__(self, shape: AttrSet, response_model: str | None, error: str | None,
+                 streaming: bool) -> None:
+        rm, err = (Attr.RESPONSE_MODEL, response_model), (Attr.ERROR_TYPE, error)
+        self.requests_key = shape.variant((rm, err))[1]
+        self.duration = shape.variant((rm, err, (Attr.STREAMING, streaming)))[0]
+        self.tokens = {kind: shape.variant((rm, (Attr.TOKEN_TYPE, kind)))[0]
+                       for kind in ("input", "output")}
 
 
 def _build(provider: str, model: Any, address: Any, port: Any, operation: str,

@@ -214,21 +214,18 @@ class ModelCall(Lifecycle):
             return
         self._ending = True
         error = error or self._error
-        shape, rm = self._set, self._response_model
+        shape = self._set
         if self._gaps and self._first_chunk is not None:
             inst.time_per_output_chunk.record(
                 (self._last_content - self._first_chunk) / self._gaps, shape.attrs)
         inst.requests_in_flight.add_key(-1, shape.key)
         activity_end(inst, self._activity)
         end = at if at is not None else perf_counter()
-        inst.requests.add_key(1, shape.variant(
-            ((Attr.RESPONSE_MODEL, rm), (Attr.ERROR_TYPE, error)))[1])
-        inst.operation_duration.record(max(end - self._t0, 0.0), shape.variant(
-            ((Attr.RESPONSE_MODEL, rm), (Attr.ERROR_TYPE, error),
-             (Attr.STREAMING, self.streaming)))[0])
+        ending = shape.ending(self._response_model, error, self.streaming)
+        inst.requests.add_key(1, ending.requests_key)
+        inst.operation_duration.record(max(end - self._t0, 0.0), ending.duration)
         for kind, n in self._tokens.items():
-            inst.token_usage.record(n, shape.variant(
-                ((Attr.RESPONSE_MODEL, rm), (Attr.TOKEN_TYPE, kind)))[0])
+            inst.token_usage.record(n, ending.tokens[kind])
 
     # --- context: attempts made inside the block belong to this call ----------------------
     def activate(self) -> contextvars.Token:
