@@ -345,3 +345,20 @@ def test_next_then_for_sees_every_chunk_once(cap, client):
     assert cap.hist_sum(METRICS.TOKEN_USAGE.name, gen_ai_token_type="output") == 8
     assert _in_flight(cap) == 0
     assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
+
+
+def test_a_consumer_generator_closed_early_ends_the_call_as_abandoned(cap, client):
+    """The app's own generator relays the stream and is closed after one chunk: the
+    GeneratorExit passes through redline's iteration without being an error, and the
+    stream's end (its proxy collected with the generator) leaves nothing in flight."""
+    def consumer():
+        for chunk in _stream(client):
+            yield chunk
+
+    gen = consumer()
+    next(gen)
+    assert _in_flight(cap) == 1
+    gen.close()
+    gc.collect()
+    assert _in_flight(cap) == 0
+    assert cap.sum(METRICS.REQUESTS.name, error_type=None) == 1
