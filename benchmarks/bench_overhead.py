@@ -4,8 +4,9 @@ Usage::
 
     .venv/bin/python benchmarks/bench_overhead.py [--calls 300] [--paced-calls 60] [--rounds 3]
 
-What it measures, all in one run, uninstrumented and instrumented rounds interleaved so
-machine noise hits both alike (the median of the rounds is reported):
+What it measures, all in one run, uninstrumented and instrumented calls interleaved in
+blocks of 50 so machine noise hits both alike (the median over the blocks of each block's
+instrumented-minus-uninstrumented difference is reported, with its interquartile range):
 
 * **Two server modes.** ``burst``: the sim sends every chunk at once (decode 0.1 ms per
   token) — the cheap baseline that exposes redline's fixed cost per call. ``paced``: chunks
@@ -143,37 +144,57 @@ def cpu_per_call(client: openai.OpenAI, calls: int, shape: str) -> float:
 SHAPES = ("stream50", "stream1", "plain")
 
 
-def measure_mode(url: str | None, calls: int, rounds: int) -> dict[str, float]:
-    """Median CPU seconds per call of each shape: ``base`` (uninstrumented), ``inst``
+VARIANTS = ("base", "inst", "noop")
+
+
+def measure_mode(url: str | None, calls: int, rounds: int, block: int = 50
+                 ) -> dict[str, float]:
+    """CPU seconds per call of each shape and variant: ``base`` (uninstrumented), ``inst``
     (instrumented, recording into the OpenTelemetry SDK) and ``noop`` (instrumented,
-    recording into the API's no-op meter provider: redline's own work without the SDK's)."""
+    recording into the API's no-op meter provider: redline's own work without the SDK's).
+
+    ``rounds`` x ``calls`` calls per shape and variant, in blocks of ``block`` calls: the
+    three variants run back to back in every block (their order rotated), and a variant's
+    overhead is the median over the blocks of its difference to the base *of the same
+    block* — paired like this, the drift of a shared machine (frequency, neighbours, a full
+    garbage collection) cancels instead of landing on one variant. Also returns
+    ``spread_<variant>_<shape>``: the interquartile range of those differences.
+    """
     client = (in_process_client() if url is None else
               openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0))
     for shape in SHAPES:  # warm up connections, imports and caches
         cpu_per_call(client, 10, shape)
-    samples: dict[str, list[float]] = {f"{w}_{s}": [] for w in ("base", "inst", "noop")
-                                       for s in SHAPES}
-    for _ in range(rounds):
-        for shape in SHAPES:
-            samples[f"base_{shape}"].append(cpu_per_call(client, calls, shape))
-        with MetricsCapture():
-            redline.instrument()
-            try:
-                for shape in SHAPES:
-                    samples[f"inst_{shape}"].append(cpu_per_call(client, calls, shape))
-            finally:
-                redline.uninstrument()
-        noop = NoOpMeterProvider()
-        set_default_meter_provider(noop)
-        redline.instrument(meter_provider=noop)
-        try:
+    noop = NoOpMeterProvider()
+    per_block: dict[str, list[float]] = {f"{v}_{s}": [] for v in VARIANTS for s in SHAPES}
+    blocks = max(1, rounds * calls // block)
+    with MetricsCapture() as cap:
+        providers = {"inst": cap.provider, "noop": noop}
+        for i in range(blocks):
+            order = VARIANTS[i % 3:] + VARIANTS[:i % 3]
             for shape in SHAPES:
-                samples[f"noop_{shape}"].append(cpu_per_call(client, calls, shape))
-        finally:
-            redline.uninstrument()
-            set_default_meter_provider(None)
+                for variant in order:
+                    provider = providers.get(variant)
+                    if provider is not None:
+                        set_default_meter_provider(provider)
+                        redline.instrument(meter_provider=provider)
+                    try:
+                        per_block[f"{variant}_{shape}"].append(
+                            cpu_per_call(client, block, shape))
+                    finally:
+                        if provider is not None:
+                            redline.uninstrument()
+    set_default_meter_provider(None)
     client.close()
-    return {k: statistics.median(v) for k, v in samples.items()}
+    out: dict[str, float] = {}
+    for shape in SHAPES:
+        base = per_block[f"base_{shape}"]
+        out[f"base_{shape}"] = statistics.median(base)
+        for variant in ("inst", "noop"):
+            diffs = [x - b for x, b in zip(per_block[f"{variant}_{shape}"], base, strict=True)]
+            out[f"{variant}_{shape}"] = out[f"base_{shape}"] + statistics.median(diffs)
+            q = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else [0.0, 0.0, 0.0]
+            out[f"spread_{variant}_{shape}"] = q[2] - q[0]
+    return out
 
 
 def sdk_floor(rounds: int) -> tuple[dict[str, float], float]:
@@ -304,10 +325,10 @@ def _print_mode(m: dict[str, float]) -> None:
                          ("plain", "non-streamed")):
         base, inst, noop = m[f"base_{shape}"], m[f"inst_{shape}"], m[f"noop_{shape}"]
         pct = 100 * (inst - base) / base
-        print(f"  {label:20s}: {base * 1e3:7.3f} ms uninstrumented, {inst * 1e3:7.3f} ms "
-              f"instrumented, overhead {_us(inst - base)} ({pct:+.1f} %); of which redline's "
-              f"own work {_us(noop - base)} (no-op meter provider), the SDK's recording "
-              f"{_us(inst - noop)}")
+        print(f"  {label:20s}: {base * 1e3:7.3f} ms uninstrumented, overhead "
+              f"{_us(inst - base)} ({pct:+.1f} %, IQR {_us(m[f'spread_inst_{shape}'])}); "
+              f"redline's own work {_us(noop - base)} (no-op meter provider), the SDK's "
+              f"recording {_us(inst - noop)}")
     base_chunk = (m["base_stream50"] - m["base_stream1"]) / 49
     inst_chunk = (m["inst_stream50"] - m["inst_stream1"]) / 49
     print(f"  per extra chunk     : {_us(base_chunk)} uninstrumented, {_us(inst_chunk)} "
@@ -340,14 +361,14 @@ def main() -> None:
             continue
         if decode is None:
             m = measure_mode(None, args.in_process_calls, args.rounds)
-            print(f"== in-process (no server: responses from memory), median of "
-                  f"{args.rounds} interleaved rounds")
+            print(f"== in-process (no server: responses from memory), {args.rounds} x "
+                  f"{args.in_process_calls} calls per variant, median of paired blocks")
         else:
+            calls = args.calls if mode == "burst" else args.paced_calls
             with sim_process(decode) as url:
-                m = measure_mode(url, args.calls if mode == "burst" else args.paced_calls,
-                                 args.rounds)
-            print(f"== {mode} server (decode {decode * 1e3:g} ms per token), median of "
-                  f"{args.rounds} interleaved rounds")
+                m = measure_mode(url, calls, args.rounds)
+            print(f"== {mode} server (decode {decode * 1e3:g} ms per token), {args.rounds} x "
+                  f"{calls} calls per variant, median of paired blocks")
         _print_mode(m)
         if decode is None:
             _print_floor(m, args.rounds)
