@@ -134,7 +134,11 @@ def test_calls_of_one_shape_share_their_attribute_sets_and_record_the_same_attri
                 call.usage(input_tokens=3, output_tokens=4)
                 call.attempt("ok" if i else "http_429", 0.01)
         assert calls[0].attrs is calls[1].attrs is calls[2].attrs
-        assert shapes.attr_set("vllm", "m", "gpu-1", 8000, "chat").attrs is calls[0].attrs
+        assert shapes.attr_set("vllm", "m", "gpu-1", 8000, "chat").attrs_view is calls[0].attrs
+        with pytest.raises(TypeError):  # shared by every call of the shape: read-only
+            calls[0].attrs["gen_ai.request.model"] = "x"  # type: ignore[index]
+        with pytest.raises(TypeError):
+            calls[0].route["gen_ai.request.model"] = "x"  # type: ignore[index]
         want = {Attr.OPERATION: "chat", Attr.PROVIDER: "vllm", Attr.REQUEST_MODEL: "m",
                 Attr.SERVER_ADDRESS: "gpu-1", Attr.SERVER_PORT: 8000}
         assert calls[0].attrs == want

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import threading
+from types import MappingProxyType
 from typing import Any
 
 from redline._api import cardinality
@@ -41,13 +42,16 @@ class AttrSet:
     Attributes:
         attrs: the instruments' attributes (models and servers folded).
         route: the real, unfolded values the limiter routes on.
+        attrs_view, route_view: read-only views of both, for callers outside redline.
         key: ``frozenset(attrs.items())``, the tallies' key for ``attrs``.
     """
 
-    __slots__ = ("attrs", "route", "key", "_variants", "_endings")
+    __slots__ = ("attrs", "route", "key", "attrs_view", "route_view", "_variants", "_endings")
 
     def __init__(self, attrs: dict[str, Any], route: dict[str, Any]) -> None:
         self.attrs, self.route = attrs, route
+        # what a call exposes (ModelCall.attrs / .route): shared, so not writable
+        self.attrs_view, self.route_view = MappingProxyType(attrs), MappingProxyType(route)
         self.key = frozenset(attrs.items())
         self._variants: dict[tuple, tuple[dict[str, Any], frozenset]] = {}
         self._endings: dict[tuple, Ending] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
@@ -86,8 +87,9 @@ class ModelCall(Lifecycle):
         # route, and the variants the end records (see redline._api.attrs)
         self._set = attr_set(provider, model, server_address, server_port, operation,
                              self._component)
-        self.attrs: dict[str, Any] = self._set.attrs
-        self.route: dict[str, Any] = self._set.route
+        # read-only views: the sets are shared by every call of the shape
+        self.attrs: Mapping[str, Any] = self._set.attrs_view
+        self.route: Mapping[str, Any] = self._set.route_view
         self._inst: Instruments | None = None
         self._t0 = 0.0
         self._last_chunk: float | None = None
@@ -138,7 +140,7 @@ class ModelCall(Lifecycle):
         if self._first_chunk is None and self._inst is not None and not self._ending:
             now = perf_counter()
             self._first_chunk = self._last_chunk = self._last_content = now
-            self._inst.time_to_first_chunk.record(now - self._t0, self.attrs)
+            self._inst.time_to_first_chunk.record(now - self._t0, self._set.attrs)
 
     def chunk(self, content: bool = True) -> None:
         """Mark an output chunk now. The first content chunk gives the TTFT; the later ones
