@@ -337,3 +337,26 @@ def test_retries_are_counted_per_http_attempt() -> None:
     assert faulty.retries == 3 and faulty.attempt_causes["http_429"] == 3
     assert faulty.success_rate == 1.0  # the retries succeeded
     assert faulty.retry_rate == pytest.approx(3 / (faulty.attempts - 3))
+
+
+def test_server_view_splits_what_no_measured_time_explains_into_its_two_sources():
+    from redline_operator.sweep.server_view import StepView
+
+    view = StepView(concurrency=4, start=0.0, end=15.0, client_in_flight=3.9,
+                    server_running=2.6, server_waiting=0.2, client_ttft_p95=None,
+                    client_ttft_p95_prometheus=None, server_ttft_p95=None,
+                    server_ttft_bucket=None, client_throughput_rps=2.0,
+                    client_latency_mean_s=2.0, server_engine_time_s=1.5,
+                    client_in_flight_records=3.95)
+    assert view.in_flight_gap == pytest.approx(1.1)
+    assert view.outside_engine_in_flight == pytest.approx(1.0)  # 2/s x (2.0 - 1.5) s
+    assert view.client_gauge_error == pytest.approx(-0.05)  # redline vs the client's records
+    assert view.server_gauge_error == pytest.approx(0.2)  # 2/s x 1.5 s - (2.6 + 0.2)
+    d = view.to_dict()
+    assert d["client_gauge_error"] == pytest.approx(-0.05)
+    assert d["server_gauge_error"] == pytest.approx(0.2)
+    bare = StepView(concurrency=1, start=0.0, end=1.0, client_in_flight=None,
+                    server_running=None, server_waiting=None, client_ttft_p95=None,
+                    client_ttft_p95_prometheus=None, server_ttft_p95=None,
+                    server_ttft_bucket=None)
+    assert bare.client_gauge_error is None and bare.server_gauge_error is None

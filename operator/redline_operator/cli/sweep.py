@@ -297,7 +297,8 @@ def _read_back(args: argparse.Namespace, windows: list[tuple[int, float, float]]
             return [read_step_view(prom, start, end, concurrency=c, client_sel=client_sel,
                                    server_sel=server_sel, client_ttft_p95=step.ttft_p95,
                                    client_throughput_rps=step.throughput_rps,
-                                   client_latency_mean_s=step.latency_mean)
+                                   client_latency_mean_s=step.latency_mean,
+                                   client_in_flight_records=step.mean_in_flight)
                     for (c, start, end), step in zip(windows, steps, strict=True)]
     except PrometheusError as exc:
         raise CliError(f"--prometheus {args.prometheus}: {exc}") from None

@@ -19,7 +19,11 @@ back:
   the WAITING and RUNNING phases the two gauges count). What is left
   (``unaccounted_in_flight``) is the real disagreement: calls the client counts that no
   measured time explains. On a 2-core machine where the API server competes with the engine
-  for CPU the raw gap reached 1.2 at the knee while the unaccounted part stayed small;
+  for CPU the raw gap reached 1.2 at the knee while the unaccounted part stayed small.
+  Its two sources are reported apart: ``client_gauge_error`` (redline's gauge in Prometheus
+  against the time average of the calls the client's own records held: redline's error)
+  and ``server_gauge_error`` (the engine's gauges, a few 2 s scrapes of values that change
+  every engine step, against Little's law on its own histograms: sampling);
 * client TTFT p95 against the server's ``vllm:time_to_first_token_seconds`` p95: the
   client's includes the HTTP round trip, detokenisation and the SSE framing, so it is
   never below the server's; the gap is that overhead, and it grows when the API server
@@ -70,6 +74,7 @@ class StepView:
     client_throughput_rps: float | None = None
     client_latency_mean_s: float | None = None
     server_engine_time_s: float | None = None  # mean queue + inference time per request
+    client_in_flight_records: float | None = None  # the client's own time average, exact
 
     @property
     def server_in_flight(self) -> float | None:
@@ -95,10 +100,32 @@ class StepView:
 
     @property
     def unaccounted_in_flight(self) -> float | None:
-        """The client - server gap that no measured time outside the engine explains."""
+        """The client - server gap that no measured time outside the engine explains.
+
+        Its two sources are reported apart: :attr:`client_gauge_error` (redline) and
+        :attr:`server_gauge_error` (the engine's gauges as sampled)."""
         if self.in_flight_gap is None or self.outside_engine_in_flight is None:
             return None
         return self.in_flight_gap - self.outside_engine_in_flight
+
+    @property
+    def client_gauge_error(self) -> float | None:
+        """redline's in-flight gauge as Prometheus averaged it, minus the time average of
+        the calls the client itself held in the window (from its own records): what
+        redline got wrong."""
+        if self.client_in_flight is None or self.client_in_flight_records is None:
+            return None
+        return self.client_in_flight - self.client_in_flight_records
+
+    @property
+    def server_gauge_error(self) -> float | None:
+        """Little's law on the engine's own histograms (throughput x mean queue + inference
+        time) minus its running + waiting gauges as scraped: how far a few point samples
+        of a gauge that changes every engine step are from its time average."""
+        if None in (self.server_in_flight, self.client_throughput_rps,
+                    self.server_engine_time_s):
+            return None
+        return self.client_throughput_rps * self.server_engine_time_s - self.server_in_flight
 
     @property
     def ttft_gap_s(self) -> float | None:
@@ -111,6 +138,8 @@ class StepView:
         d.update(server_in_flight=self.server_in_flight, in_flight_gap=self.in_flight_gap,
                  outside_engine_in_flight=self.outside_engine_in_flight,
                  unaccounted_in_flight=self.unaccounted_in_flight,
+                 client_gauge_error=self.client_gauge_error,
+                 server_gauge_error=self.server_gauge_error,
                  ttft_gap_s=self.ttft_gap_s)
         return d
 
@@ -139,7 +168,8 @@ def server_ttft_p95(prom: PrometheusClient, window: str, at: float, server_sel: 
 def read_step_view(prom: PrometheusClient, start: float, end: float, *, concurrency: int,
                    client_sel: str, server_sel: str, client_ttft_p95: float | None = None,
                    client_throughput_rps: float | None = None,
-                   client_latency_mean_s: float | None = None) -> StepView:
+                   client_latency_mean_s: float | None = None,
+                   client_in_flight_records: float | None = None) -> StepView:
     """Read one step's window [start, end] (Unix seconds) back from Prometheus.
 
     ``rate()`` needs two scrapes of the server inside the window: keep steps at least two
@@ -167,4 +197,5 @@ def read_step_view(prom: PrometheusClient, start: float, end: float, *, concurre
                                                    client_sel)),
         server_ttft_p95=p95, server_ttft_bucket=bucket,
         client_throughput_rps=client_throughput_rps, client_latency_mean_s=client_latency_mean_s,
+        client_in_flight_records=client_in_flight_records,
         server_engine_time_s=None if queue is None or inference is None else queue + inference)
