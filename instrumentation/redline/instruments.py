@@ -95,9 +95,7 @@ class Tally:
 
     def add(self, amount: int | float, attributes: Mapping[str, Any] | None = None) -> None:
         """Add ``amount`` to the total of ``attributes`` (the synchronous instruments' API)."""
-        key = frozenset(attributes.items()) if attributes else frozenset()
-        with self._lock:
-            self._totals[key] = self._totals.get(key, 0) + amount
+        self.add_key(amount, frozenset(attributes.items()) if attributes else frozenset())
 
     def add_key(self, amount: int | float, key: frozenset) -> None:
         """:meth:`add` with the attributes' key already built

@@ -155,14 +155,10 @@ class ModelCall(Lifecycle):
             return
         if self._inst is None or self._ending:
             return
-        if content and self._first_chunk is None:
+        if content:  # the first content chunk
             self.first_chunk()
             return
-        now = perf_counter()
-        if content:
-            self._gaps += 1
-            self._last_content = now
-        self._last_chunk = now
+        self._last_chunk = perf_counter()
 
     @property
     def last_chunk_at(self) -> float | None:
@@ -215,7 +211,7 @@ class ModelCall(Lifecycle):
         if inst is None:
             return
         self._ending = True
-        error = error or self._error
+        error = error or self._error or None  # "" is no error.type, as before
         shape = self._set
         if self._gaps and self._first_chunk is not None:
             inst.time_per_output_chunk.record(

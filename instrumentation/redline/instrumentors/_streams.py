@@ -63,7 +63,6 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
         self._self_op = op
         self._self_on_chunk = on_chunk
         self._self_call = op.call  # per chunk: one attribute, not two
-        self._self_next = None  # the SDK stream's bound __next__, taken on first use
 
     def __iter__(self) -> Any:
         # A generator, as the SDK streams' own __iter__ is: resuming one per chunk costs less
@@ -88,7 +87,7 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
 
     def __next__(self) -> Any:
         try:
-            chunk = (self._self_next or self._self_bind_next())()
+            chunk = self.__wrapped__.__next__()
         except StopIteration:
             self._self_end(None)
             raise
@@ -100,10 +99,6 @@ class SyncStream(_Finalizing, wrapt.ObjectProxy):
         except Exception as exc:
             report("stream_chunk", exc)
         return chunk
-
-    def _self_bind_next(self) -> Any:
-        self._self_next = self.__wrapped__.__next__
-        return self._self_next
 
     def __enter__(self) -> SyncStream:
         self.__wrapped__.__enter__()
