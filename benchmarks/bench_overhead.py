@@ -18,7 +18,7 @@ instrumented-minus-uninstrumented difference is reported, with its interquartile
 * **Three call shapes** through the real ``openai`` SDK: a streamed call of 50 content
   chunks, a streamed call of 1 chunk (their difference over 49 is the per-chunk slope), and
   a non-streamed call.
-* **Where the overhead goes**: a third variant per round records into the API's no-op
+* **Where the overhead goes**: a third variant per block records into the API's no-op
   meter provider, so redline's own work (wrappers, proxy, tallies, attribute sets) and the
   OpenTelemetry SDK's recording of the same samples are reported apart; the SDK's floor is
   also shown as the cost of one histogram sample in a tight loop times the samples per call.

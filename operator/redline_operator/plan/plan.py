@@ -142,12 +142,14 @@ def build_plan(target: Target, measured: Measured, traffic: TrafficInput,
         notes.append(f"the sweep found its knee at {measured.knee:g}, redline.yaml says "
                      f"{target.saturation_concurrency:g}; the plan uses redline.yaml (run "
                      f"`redline sweep --write-threshold` to adopt the sweep's)")
+    base_s, thr_b = _pair(baseline, thr, 4)
+    peak_s, thr_p = _pair(peak, thr, 4)
     formulas = {
         "concurrency_target": f"floor({p.target_fraction:g} × {target.saturation_concurrency:g})"
                               f" = {conc}   (planning.target_fraction × saturation_concurrency)",
-        "min_replicas": "ceil({} / {}) + {} = {}   ({})".format(
-            *_pair(baseline, thr, 4), p.redundancy, lo, f.MIN_FORMULA),
-        "max_replicas": "ceil({} / {}) + {} = ".format(*_pair(peak, thr, 4), p.buffer) +
+        "min_replicas": f"ceil({base_s} / {thr_b}) + {p.redundancy} = {lo}   "
+                        f"({f.MIN_FORMULA})",
+        "max_replicas": f"ceil({peak_s} / {thr_p}) + {p.buffer} = "
                         f"{f.max_replicas(peak, thr, p.buffer)}   ({f.MAX_FORMULA})",
     }
     if traffic.peak_users is not None:
@@ -177,9 +179,9 @@ def _add_now(plan: TargetPlan, now: Now) -> None:
     if now.rate_rps is None:
         return
     plan.replicas_needed_now = f.replicas_for(now.rate_rps, thr)
+    rate_s, thr_s = _pair(now.rate_rps, thr, 4)
     plan.formulas["replicas_needed_now"] = (
-        "ceil({} / {}) = ".format(*_pair(now.rate_rps, thr, 4)) +
-        f"{plan.replicas_needed_now}   "
+        f"ceil({rate_s} / {thr_s}) = {plan.replicas_needed_now}   "
         f"(live rate / throughput_per_replica)")
     if now.replicas:
         plan.headroom_now = 1 - now.rate_rps / (now.replicas * thr)
