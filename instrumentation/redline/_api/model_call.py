@@ -29,7 +29,7 @@ from redline._api.scopes import activity_end, activity_start
 from redline.instruments import Instruments, get_instruments
 from redline.semconv import Attr
 
-__all__ = ["ModelCall", "model_call", "current_model_call"]
+__all__ = ["ModelCall", "model_call", "current_model_call", "current_sdk_call"]
 
 _current: contextvars.ContextVar[ModelCall | None] = contextvars.ContextVar(
     "redline_model_call", default=None)
@@ -58,6 +58,16 @@ def current_model_call() -> ModelCall | None:
     call = _current.get()
     # An ended call can linger here: a generator finalized in another context cannot reset it.
     return None if call is None or call.ended else call
+
+
+def current_sdk_call() -> ModelCall | None:
+    """The running call of this context if an SDK instrumentor made it (``sdk_attempts``:
+    its HTTP attempts are counted at the client's ``send``); one check per attempt and per
+    SDK method call, so kept to one function."""
+    call = _current.get()
+    if call is None or not call.sdk_attempts or call._end_once.locked():
+        return None
+    return call
 
 
 class ModelCall(Lifecycle):

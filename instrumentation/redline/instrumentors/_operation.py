@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redline._api.guard import report
-from redline._api.model_call import ModelCall, current_model_call
+from redline._api.model_call import ModelCall, current_sdk_call
 from redline.instrumentors import _limits
 from redline.instrumentors._limits import Slot
 
@@ -52,7 +52,11 @@ _servers: dict[int, tuple[Any, str | None, int | None]] = {}
 
 def server_of(instance: Any) -> tuple[str | None, int | None]:
     """``server.address`` and ``server.port`` from the resource's client ``base_url``."""
-    url = instance._client.base_url
+    client = instance._client
+    # the URL object itself: openai 3.x's base_url property runs an import per read
+    url = getattr(client, "_base_url", None)
+    if url is None:
+        url = client.base_url
     found = _servers.get(id(url))
     if found is not None and found[0] is url:
         return found[1], found[2]
@@ -74,13 +78,6 @@ def sdk_call(spec: dict, instance: Any) -> ModelCall:
     return call
 
 
-def _nested() -> bool:
-    """An SDK call already runs in this context: a surface that calls another instrumented
-    one (a 1.x ``beta...parse`` calling ``create``) is one model call, not two."""
-    call = current_model_call()
-    return call is not None and call.sdk_attempts
-
-
 def _call_for(describe: Describe, instance: Any, args: tuple, kwargs: dict) -> ModelCall | None:
     try:
         spec = describe(instance, args, kwargs)
@@ -94,7 +91,10 @@ def sync_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
     """The wrapper of a synchronous SDK method that makes one model call."""
 
     def traced(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = None if _nested() else _call_for(describe, instance, args, kwargs)
+        # an SDK call already running in this context: a surface that calls another
+        # instrumented one (a 1.x ``beta...parse`` calling ``create``) is one call, not two
+        call = (None if current_sdk_call() is not None
+                else _call_for(describe, instance, args, kwargs))
         if call is None:
             return wrapped(*args, **kwargs)
         slot = _limits.acquire_sync(call.route)
@@ -120,7 +120,10 @@ def async_operation(describe: Describe, finish: Finish) -> Callable[..., Any]:
     """Async twin of :func:`sync_operation`."""
 
     async def traced(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = None if _nested() else _call_for(describe, instance, args, kwargs)
+        # an SDK call already running in this context: a surface that calls another
+        # instrumented one (a 1.x ``beta...parse`` calling ``create``) is one call, not two
+        call = (None if current_sdk_call() is not None
+                else _call_for(describe, instance, args, kwargs))
         if call is None:
             return await wrapped(*args, **kwargs)
         slot = await _limits.acquire_async(call.route)

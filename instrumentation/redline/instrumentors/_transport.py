@@ -4,8 +4,9 @@ Both SDKs (openai 1.x-3.x, anthropic 0.28-2.x; all Stainless-generated) send eac
 of their retry loop through their HTTP client's public ``send(request, stream=...)``: an
 ``httpx.Client`` / ``httpx.AsyncClient`` (or, in recent releases, the ``httpx2`` fork with
 the same API). Redline wraps ``send`` on those classes, and records only while an
-instrumented SDK call is current in the context (:func:`redline._api.model_call.current_model_call`
-with ``sdk_attempts`` set), so the app's own HTTP traffic is never touched or counted.
+instrumented SDK call is current in the context
+(:func:`redline._api.model_call.current_sdk_call`), so the app's own HTTP traffic is never
+touched or counted.
 
 Per attempt: ``redline.client.attempts`` with its cause (``ok``, ``http_<code>``,
 ``timeout``, ``connection_error``, ``cancelled``), ``redline.client.attempt.duration``
@@ -27,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redline._api.guard import guarded
-from redline._api.model_call import ModelCall, current_model_call
+from redline._api.guard import guarded, report
+from redline._api.model_call import ModelCall, current_sdk_call
 from redline.instrumentors._patching import PatchSet, Target, find_class
 
 __all__ = ["acquire", "release", "cause_of_status", "cause_of_exception", "retry_after_of"]
@@ -75,14 +76,9 @@ def retry_after_of(headers: Any) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def _call() -> ModelCall | None:
-    call = current_model_call()
-    return call if call is not None and call.sdk_attempts else None
-
-
 def _begin(call: ModelCall) -> float:
     now = time.perf_counter()
-    if call.attempt_count and call.last_attempt_end is not None:
+    if call.attempt_count and call.last_attempt_end is not None:  # a retry
         with guarded("retry"):
             call.retry(now - call.last_attempt_end)
     return now
@@ -90,19 +86,24 @@ def _begin(call: ModelCall) -> float:
 
 def _end(call: ModelCall, start: float, response: Any = None,
          exc: BaseException | None = None) -> None:
-    with guarded("attempt"):
+    try:  # what guarded("attempt") does, without a context manager: once per attempt
         now = time.perf_counter()
         if exc is not None:
             call.attempt(cause_of_exception(exc), now - start)
         else:
             status = int(response.status_code)
-            retry_after = retry_after_of(response.headers) if status >= 400 else None
-            call.attempt(cause_of_status(status), now - start, retry_after)
+            if status < 400:
+                call.attempt("ok", now - start)
+            else:
+                call.attempt(cause_of_status(status), now - start,
+                             retry_after_of(response.headers))
         call.last_attempt_end = now
+    except Exception as error:
+        report("attempt", error)
 
 
 def _sync_send(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    call = _call()
+    call = current_sdk_call()
     if call is None:
         return wrapped(*args, **kwargs)
     start = _begin(call)
@@ -116,7 +117,7 @@ def _sync_send(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> A
 
 
 async def _async_send(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    call = _call()
+    call = current_sdk_call()
     if call is None:
         return await wrapped(*args, **kwargs)
     start = _begin(call)
