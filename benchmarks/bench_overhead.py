@@ -3,10 +3,12 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_overhead.py [--calls 300] [--paced-calls 60] [--rounds 3]
+        [--modes burst,paced,in-process] [--in-process-calls 1000] [--otel-sdk 1.44.0,...]
 
 What it measures, all in one run, uninstrumented and instrumented calls interleaved in
 blocks of 50 so machine noise hits both alike (the median over the blocks of each block's
-instrumented-minus-uninstrumented difference is reported, with its interquartile range):
+instrumented-minus-uninstrumented difference is reported, with its interquartile range; each
+block starts with 10 untimed calls, see ``measure_mode``):
 
 * **Two server modes.** ``burst``: the sim sends every chunk at once (decode 0.1 ms per
   token) — the cheap baseline that exposes redline's fixed cost per call. ``paced``: chunks
@@ -24,6 +26,12 @@ instrumented-minus-uninstrumented difference is reported, with its interquartile
   also shown as the cost of one histogram sample in a tight loop times the samples per call.
 * **Scopes**: ``redline.agent_session`` and ``redline.tool_call`` enter+exit, against an
   empty ``contextlib.nullcontext`` as the baseline.
+* **Per OpenTelemetry SDK version** (``--otel-sdk 1.44.0,...``): the in-process mode again in
+  a venv per version (``.cache/bench/otel-sdk-<version>``, made with uv, reused), with this
+  interpreter's openai, httpx, pydantic and wrapt and redline from ``instrumentation/``: the
+  SDK's cost per histogram sample differs by version (1.45 cleans and hashes every
+  measurement's attributes; 1.44 does not), and with it most of the overhead. Those runs
+  are separate processes, one after the other; only the blocks inside each run are paired.
 * **Memory**: bytes redline holds per open call, with 10,000 concurrent open streamed
   model calls (``redline.model_call(..., streaming=True)`` each past its first chunk, the
   state every instrumented stream carries) measured with ``tracemalloc``, and what remains
@@ -40,12 +48,15 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
+from importlib.metadata import version
+from pathlib import Path
 
 import httpx
 import openai
@@ -60,8 +71,11 @@ from redline.instrumentors._streams import SyncStream
 from redline.instrumentors.openai import on_chat_chunk
 from redline.instruments import get_instruments, set_default_meter_provider
 
+ROOT = Path(__file__).resolve().parents[1]
+UV = ROOT / ".cache" / "tools" / "bin" / "uv"  # made by `make venv`
 MODES = {"burst": 0.0001, "paced": 0.002}  # sim decode seconds per token
 OPEN_CALLS = 10_000
+WARM = 10  # untimed calls at the start of every block (measure_mode)
 
 
 @contextlib.contextmanager
@@ -157,8 +171,12 @@ def measure_mode(url: str | None, calls: int, rounds: int, block: int = 50
     three variants run back to back in every block (their order rotated), and a variant's
     overhead is the median over the blocks of its difference to the base *of the same
     block* — paired like this, the drift of a shared machine (frequency, neighbours, a full
-    garbage collection) cancels instead of landing on one variant. Also returns
-    ``spread_<variant>_<shape>``: the interquartile range of those differences.
+    garbage collection) cancels instead of landing on one variant. Each block starts with
+    ``WARM`` untimed calls: switching a variant on or off patches or restores the SDK's
+    classes, which throws away the interpreter's specialized attribute caches for them, and
+    re-specializing costs ~0.5 ms over the next few calls — a cost an app pays once, when it
+    is instrumented, that blocks of 50 would otherwise charge as ~10 us to every call. Also
+    returns ``spread_<variant>_<shape>``: the interquartile range of those differences.
     """
     client = (in_process_client() if url is None else
               openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0))
@@ -178,6 +196,7 @@ def measure_mode(url: str | None, calls: int, rounds: int, block: int = 50
                         set_default_meter_provider(provider)
                         redline.instrument(meter_provider=provider)
                     try:
+                        cpu_per_call(client, WARM, shape)  # untimed: see the docstring
                         per_block[f"{variant}_{shape}"].append(
                             cpu_per_call(client, block, shape))
                     finally:
@@ -331,8 +350,12 @@ def _print_mode(m: dict[str, float]) -> None:
               f"recording {_us(inst - noop)}")
     base_chunk = (m["base_stream50"] - m["base_stream1"]) / 49
     inst_chunk = (m["inst_stream50"] - m["inst_stream1"]) / 49
+    noop_chunk = (m["noop_stream50"] - m["noop_stream1"]) / 49
+    # the 50-chunk call also records one more histogram sample (the mean gap between chunks),
+    # spread over the 49 chunks in the slope; the no-op variant's slope has no SDK work at all
     print(f"  per extra chunk     : {_us(base_chunk)} uninstrumented, {_us(inst_chunk)} "
-          f"instrumented, slope overhead {_us(inst_chunk - base_chunk)}")
+          f"instrumented, slope overhead {_us(inst_chunk - base_chunk)}; redline's own work "
+          f"per chunk (no-op meter provider) {_us(noop_chunk - base_chunk)}")
 
 
 def _print_floor(m: dict[str, float], rounds: int) -> None:
@@ -345,6 +368,32 @@ def _print_floor(m: dict[str, float], rounds: int) -> None:
               f"{_us(m[f'inst_{shape}'] - m[f'noop_{shape}'])} measured in the calls above")
 
 
+def sdk_venv(sdk: str) -> Path:
+    """A venv with opentelemetry-sdk ``sdk`` and this interpreter's openai/httpx/pydantic/wrapt
+    (made once by uv under ``.cache/bench/``; reused while its requirements are the same)."""
+    venv = ROOT / ".cache" / "bench" / f"otel-sdk-{sdk}"
+    otel = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc",
+            "opentelemetry-exporter-otlp-proto-http")
+    wants = [f"{name}=={sdk}" for name in otel] + [
+        f"{name}=={version(name)}" for name in ("openai", "httpx", "pydantic", "wrapt")]
+    stamp = venv / ".redline-bench"
+    if stamp.exists() and stamp.read_text() == json.dumps(wants):
+        return venv
+    if not UV.exists():
+        raise SystemExit(f"--otel-sdk needs uv at {UV}: run `make venv` first")
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    subprocess.run([str(UV), "venv", "--quiet", "--clear", "--python", sys.executable,
+                    str(venv)], check=True, env=env)
+    subprocess.run([str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin/python"),
+                    "-e", str(ROOT / "instrumentation"), *wants], check=True, env=env)
+    stamp.write_text(json.dumps(wants))
+    return venv
+
+
+def _versions() -> str:
+    return ", ".join(f"{name} {version(name)}" for name in ("openai", "opentelemetry-sdk", "wrapt"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="calls per round, burst mode")
@@ -354,7 +403,17 @@ def main() -> None:
                         help="calls per round, in-process (no server)")
     parser.add_argument("--modes", default="burst,paced,in-process",
                         help="comma-separated modes to run (burst, paced, in-process)")
+    parser.add_argument("--otel-sdk", default="",
+                        help="comma-separated opentelemetry-sdk versions to run the in-process "
+                             "mode with too, each in its own venv (e.g. 1.44.0)")
     args = parser.parse_args()
+    for sdk in filter(None, args.otel_sdk.split(",")):
+        venv = sdk_venv(sdk.strip())
+        print(f"=== in a venv with opentelemetry-sdk {sdk} ({venv.relative_to(ROOT)})", flush=True)
+        subprocess.run([str(venv / "bin/python"), __file__, "--modes", "in-process",
+                        "--rounds", str(args.rounds),
+                        "--in-process-calls", str(args.in_process_calls)], check=True)
+    print(f"=== this interpreter: {_versions()}", flush=True)
     modes = set(args.modes.split(","))
     for mode, decode in (*MODES.items(), ("in-process", None)):
         if mode not in modes:
