@@ -27,11 +27,12 @@ block starts with 10 untimed calls, see ``measure_mode``):
 * **Scopes**: ``redline.agent_session`` and ``redline.tool_call`` enter+exit, against an
   empty ``contextlib.nullcontext`` as the baseline.
 * **Per OpenTelemetry SDK version** (``--otel-sdk 1.44.0,...``): the in-process mode again in
-  a venv per version (``.cache/bench/otel-sdk-<version>``, made with uv, reused), with this
-  interpreter's openai, httpx, pydantic and wrapt and redline from ``instrumentation/``: the
-  SDK's cost per histogram sample differs by version (1.45 cleans and hashes every
-  measurement's attributes; 1.44 does not), and with it most of the overhead. Those runs
-  are separate processes, one after the other; only the blocks inside each run are paired.
+  a venv per version (``.cache/matrix/otel-sdk-<version>``, made by the version matrix's
+  builder, reused), with this interpreter's openai, httpx, pydantic and wrapt and redline
+  from ``instrumentation/``: the SDK's cost per histogram sample differs by version (1.45
+  cleans and hashes every measurement's attributes; 1.44 does not), and with it most of the
+  overhead. Those runs are separate processes, one after the other; only the blocks inside
+  each run are paired.
 * **Memory**: bytes redline holds per open call, with 10,000 concurrent open streamed
   model calls (``redline.model_call(..., streaming=True)`` each past its first chunk, the
   state every instrumented stream carries) measured with ``tracemalloc``, and what remains
@@ -47,8 +48,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.util
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -72,7 +73,6 @@ from redline.instrumentors.openai import on_chat_chunk
 from redline.instruments import get_instruments, set_default_meter_provider
 
 ROOT = Path(__file__).resolve().parents[1]
-UV = ROOT / ".cache" / "tools" / "bin" / "uv"  # made by `make venv`
 MODES = {"burst": 0.0001, "paced": 0.002}  # sim decode seconds per token
 OPEN_CALLS = 10_000
 WARM = 10  # untimed calls at the start of every block (measure_mode)
@@ -369,25 +369,21 @@ def _print_floor(m: dict[str, float], rounds: int) -> None:
 
 
 def sdk_venv(sdk: str) -> Path:
-    """A venv with opentelemetry-sdk ``sdk`` and this interpreter's openai/httpx/pydantic/wrapt
-    (made once by uv under ``.cache/bench/``; reused while its requirements are the same)."""
-    venv = ROOT / ".cache" / "bench" / f"otel-sdk-{sdk}"
+    """A venv with opentelemetry-sdk ``sdk`` and this interpreter's openai/httpx/pydantic/wrapt,
+    made (once, reused while its pins are the same) by the version matrix's own builder
+    (``tests/matrix/run.py``) under ``.cache/matrix/otel-sdk-<version>``."""
+    loader = importlib.util.spec_from_file_location("redline_matrix",
+                                                    ROOT / "tests" / "matrix" / "run.py")
+    matrix = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(matrix)
+    if not matrix.UV.exists():
+        raise SystemExit(f"--otel-sdk needs uv at {matrix.UV}: run `make venv` first")
     otel = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc",
             "opentelemetry-exporter-otlp-proto-http")
-    wants = [f"{name}=={sdk}" for name in otel] + [
+    pins = [f"{name}=={sdk}" for name in otel] + [
         f"{name}=={version(name)}" for name in ("openai", "httpx", "pydantic", "wrapt")]
-    stamp = venv / ".redline-bench"
-    if stamp.exists() and stamp.read_text() == json.dumps(wants):
-        return venv
-    if not UV.exists():
-        raise SystemExit(f"--otel-sdk needs uv at {UV}: run `make venv` first")
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    subprocess.run([str(UV), "venv", "--quiet", "--clear", "--python", sys.executable,
-                    str(venv)], check=True, env=env)
-    subprocess.run([str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin/python"),
-                    "-e", str(ROOT / "instrumentation"), *wants], check=True, env=env)
-    stamp.write_text(json.dumps(wants))
-    return venv
+    matrix.CACHE.mkdir(parents=True, exist_ok=True)
+    return matrix._build(f"otel-sdk-{sdk}", {"pins": pins}, [])
 
 
 def _versions() -> str:

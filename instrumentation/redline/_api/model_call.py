@@ -62,10 +62,10 @@ def current_model_call() -> ModelCall | None:
 
 def current_sdk_call() -> ModelCall | None:
     """The running call of this context if an SDK instrumentor made it (``sdk_attempts``:
-    its HTTP attempts are counted at the client's ``send``); one check per attempt and per
-    SDK method call, so kept to one function."""
+    its HTTP attempts are counted at the client's ``send``): asked once per attempt and once
+    per SDK method call (a surface nested in another is part of the outer call)."""
     call = _current.get()
-    if call is None or not call.sdk_attempts or call._end_once.locked():
+    if call is None or not call.sdk_attempts or call.ended:
         return None
     return call
 

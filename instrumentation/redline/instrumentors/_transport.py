@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redline._api.guard import guarded, report
+from redline._api.guard import guarded
 from redline._api.model_call import ModelCall, current_sdk_call
 from redline.instrumentors._patching import PatchSet, Target, find_class
 
@@ -86,20 +86,15 @@ def _begin(call: ModelCall) -> float:
 
 def _end(call: ModelCall, start: float, response: Any = None,
          exc: BaseException | None = None) -> None:
-    try:  # what guarded("attempt") does, without a context manager: once per attempt
+    with guarded("attempt"):
         now = time.perf_counter()
         if exc is not None:
             call.attempt(cause_of_exception(exc), now - start)
         else:
             status = int(response.status_code)
-            if status < 400:
-                call.attempt("ok", now - start)
-            else:
-                call.attempt(cause_of_status(status), now - start,
-                             retry_after_of(response.headers))
+            retry_after = retry_after_of(response.headers) if status >= 400 else None
+            call.attempt(cause_of_status(status), now - start, retry_after)
         call.last_attempt_end = now
-    except Exception as error:
-        report("attempt", error)
 
 
 def _sync_send(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:

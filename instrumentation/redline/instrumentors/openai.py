@@ -113,14 +113,10 @@ def _has_output(delta: Any) -> bool:
     fields = getattr(delta, "__dict__", None)
     if fields is None:
         return any(getattr(delta, name, None) for name in _DELTA_OUTPUT)
+    extra = getattr(delta, "__pydantic_extra__", None) or {}
     for name in _DELTA_OUTPUT:  # noqa: SIM110 - a plain loop is the cheaper per chunk
-        if fields.get(name):
+        if fields.get(name) or extra.get(name):
             return True
-    extra = getattr(delta, "__pydantic_extra__", None)
-    if extra:  # most deltas have none
-        for name in _DELTA_OUTPUT:  # noqa: SIM110
-            if extra.get(name):
-                return True
     return False
 
 
