@@ -101,13 +101,7 @@ def vllm(stack, repo_root):
     except VllmError as exc:
         pytest.fail(f"{exc} (make test installs it)")
     _reload(stack)  # prometheus.yml's vllm job and alerts/vllm.rules.yml
-    stale = _unresolved_pages(stack)
-    if stale:
-        pytest.fail(
-            f"the local pager holds vllm pages that were never resolved ({stale}): a session "
-            "stopped the stack before Alertmanager sent their resolution, so Alertmanager "
-            "would silently deduplicate this module's page for its 4 h repeat_interval. "
-            "Run `redline stack down && redline stack clean` (inside flock) and retry.")
+    resolve_stale_pages(stack)
     server = VllmServer(repo_root, max_num_seqs=MAX_NUM_SEQS)
     began = time.monotonic()
     server.start()
@@ -135,15 +129,35 @@ def vllm(stack, repo_root):
     assert not server.target_file.exists()
 
 
-def _unresolved_pages(stack) -> list[str]:
-    """vllm pages whose last notification was 'firing' (no resolution received yet)."""
-    last: dict[str, str] = {}
+def _unresolved_pages(stack) -> list[dict[str, str]]:
+    """The labels of vllm pages whose last notification was 'firing' (no resolution
+    received yet)."""
+    last: dict[frozenset, tuple[str, dict[str, str]]] = {}
     for page in stack.pages():
         for alert in page["payload"].get("alerts", []):
             labels = alert["labels"]
             if labels.get("target") == "vllm" and labels.get("severity") == "page":
-                last[labels.get("alertname", "?")] = alert["status"]
-    return sorted(name for name, status in last.items() if status == "firing")
+                last[frozenset(labels.items())] = (alert["status"], labels)
+    return [labels for status, labels in last.values() if status == "firing"]
+
+
+def resolve_stale_pages(stack, timeout: float = 90) -> None:
+    """Resolve vllm pages an earlier session left firing (it stopped the stack before
+    Alertmanager sent their resolution). Alertmanager's notification log outlives a
+    restart: it would take this module's identical page for a repeat of one already sent
+    and hold it back for its 4 h ``repeat_interval``. Posting the same alerts as ended
+    makes Alertmanager send their resolution, which closes them in its log."""
+    stale = _unresolved_pages(stack)
+    if not stale:
+        return
+    now = time.time()
+    ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 1))
+    began = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))
+    httpx.post(f"{stack.alertmanager_url}/api/v2/alerts", timeout=10, json=[
+        {"labels": labels, "startsAt": began, "endsAt": ended} for labels in stale
+    ]).raise_for_status()
+    _wait(lambda: not _unresolved_pages(stack), timeout,
+          f"Alertmanager to resolve the vllm pages an earlier session left firing: {stale}")
 
 
 def _concurrency_pages(stack, since: float) -> list[tuple[float, dict]]:
