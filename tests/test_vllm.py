@@ -30,6 +30,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -160,6 +161,11 @@ def resolve_stale_pages(stack, timeout: float = 90) -> None:
           f"Alertmanager to resolve the vllm pages an earlier session left firing: {stale}")
 
 
+def _timestamp(rfc3339: str) -> float:
+    """Seconds since the epoch of an Alertmanager time (``2026-12-07T15:13:15.759Z``)."""
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
 def _concurrency_pages(stack, since: float) -> list[tuple[float, dict]]:
     out = []
     for page in stack.pages():
@@ -198,12 +204,24 @@ def past_the_knee(vllm, stack):
         crossed = float(line[1])
         seen = prom.scalar(f"max_over_time({aq.recorded(aq.CONCURRENCY, target)}[30s])",
                            time=crossed - 1)
-        pages_below = _concurrency_pages(stack, started)
+        # the page's ALERTS series (pending or firing) over the hold below, as Prometheus
+        # evaluated it: it may not exist (the warning, at 2.8, rightly does)
+        page_alert = f'ALERTS{{alertname="{CONCURRENCY}",target="vllm",severity="page"}}'
+        active_below = prom.query(
+            f"count_over_time({page_alert}[{max(1, int(crossed - 1 - started))}s])",
+            time=crossed - 1)
         pages = []
         deadline = crossed + budget + 10
         while time.time() < deadline and not pages:
             time.sleep(0.5)
             pages = _concurrency_pages(stack, crossed)
+        # Paged below = a page Prometheus fired (its startsAt is the alert's FiredAt) or the
+        # pager received before the crossing. Decided by those timestamps, not by when this
+        # process gets to look: on a loaded machine it may read "crossed" late, when the
+        # rightful page past the knee has already arrived.
+        pages_below = [(received, alert)
+                       for received, alert in _concurrency_pages(stack, started)
+                       if received < crossed or _timestamp(alert["startsAt"]) < crossed]
         time.sleep(8)  # one more scrape and export with the load still past the knee
         at = time.time() - 1
         # the app ends its load by itself, then flushes its last export
@@ -225,7 +243,8 @@ def past_the_knee(vllm, stack):
         app.kill()
         app.wait()
     prom.close()
-    return {"seen_below": seen, "pages_below": pages_below, "pages": pages,
+    return {"seen_below": seen, "active_below": active_below, "pages_below": pages_below,
+            "pages": pages,
             "crossed": crossed, "budget": budget, "at": at, "steady": steady,
             "target": target}
 
@@ -235,6 +254,8 @@ def past_the_knee(vllm, stack):
 def test_page_fires_past_the_knee_and_not_below(past_the_knee):
     r = past_the_knee
     assert r["seen_below"] == 3, f"Prometheus saw {r['seen_below']} in flight, expected 3"
+    assert r["active_below"] == [], (
+        f"the page went pending while held below the page level: {r['active_below']}")
     assert r["pages_below"] == [], "paged while held below the page level"
     assert r["pages"], f"no page within {r['budget'] + 10:.0f} s of going past the knee"
     received, alert = r["pages"][0]
