@@ -122,12 +122,13 @@ def _hold_group_open(stack) -> None:
 def _wait_for(stack, since: float, status: str, budget: float) -> float | None:
     """Seconds from ``since`` until the first ``status`` notification, None past budget+10."""
     deadline = since + budget + 10
-    while time.time() < deadline:
+    while True:  # looks at least once, even when this process gets here past the deadline
         found = _alerts(stack, since, status)
         if found:
             return found[0][0] - since
+        if time.time() >= deadline:
+            return None
         time.sleep(0.25)
-    return None
 
 
 class App:

@@ -210,8 +210,8 @@ def past_the_knee(vllm, stack):
         active_below = prom.query(
             f"count_over_time({page_alert}[{max(1, int(crossed - 1 - started))}s])",
             time=crossed - 1)
-        pages = []
         deadline = crossed + budget + 10
+        pages = _concurrency_pages(stack, crossed)  # looked at least once, however late
         while time.time() < deadline and not pages:
             time.sleep(0.5)
             pages = _concurrency_pages(stack, crossed)
